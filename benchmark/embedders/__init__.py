@@ -1,0 +1,1 @@
+"""Image embedders for embedding-distance metrics; each module registers one embedder."""

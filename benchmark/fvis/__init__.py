@@ -1,0 +1,1 @@
+"""Feature-visualisation backends; each module registers one backend."""

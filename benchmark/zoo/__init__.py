@@ -1,0 +1,1 @@
+"""Models and datasets available by name; each module registers its entries on import."""

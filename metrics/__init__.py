@@ -1,0 +1,1 @@
+"""Metrics: one file per metric, registered in ``benchmark.registry.METRICS`` when imported."""
