@@ -1,0 +1,191 @@
+"""The capture engine: ONE streaming pass over a dataset for a model and a layer.
+
+Per batch it runs one forward (and, when importance counters are requested, one backward
+from the true-class logits to the layer output only) and folds the results into running
+statistics (:class:`benchmark.stats.LayerStats`) without keeping per-image tensors. The
+pass is cached by (model weights, layer, dataset, parameters, code version).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from benchmark.cache import Cache, model_fingerprint
+from benchmark.datasets import ImageDataset
+from benchmark.layers import get_layer
+from benchmark.stats import LayerStats
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """What to capture. ``tau=None`` skips the importance counters (and the backward)."""
+
+    layer: str
+    top_k: int = 100
+    tau: float | None = 0.03
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.tau is not None and not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau must be in [0, 1] or None, got {self.tau}")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put the model in eval mode for the block and restore its previous mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _merge_topk(values: Tensor, ids: Tensor, new_values: Tensor, new_ids: Tensor, k: int):
+    """Keep the k largest per row; ties go to the smaller dataset index (deterministic)."""
+    all_values = torch.cat([values, new_values], dim=1)
+    all_ids = torch.cat([ids, new_ids], dim=1)
+    by_id = torch.argsort(all_ids, dim=1, stable=True)
+    all_values, all_ids = all_values.gather(1, by_id), all_ids.gather(1, by_id)
+    order = torch.argsort(-all_values, dim=1, stable=True)[:, :k]
+    return all_values.gather(1, order), all_ids.gather(1, order)
+
+
+class _Accumulator:
+    def __init__(self, num_classes: int, spec: CaptureSpec):
+        self.spec, self.T = spec, num_classes
+        self.ready = False
+
+    def _init(self, c_in: int, c_out: int) -> None:
+        f64, T = torch.float64, self.T
+        self.counts = torch.zeros(T, dtype=torch.long)
+        self.input_sum = torch.zeros(T, c_in, dtype=f64)
+        self.output_sum = torch.zeros(T, c_out, dtype=f64)
+        empty_v, empty_i = torch.empty(c_out, 0), torch.empty(c_out, 0, dtype=torch.long)
+        self.top = {"max": (empty_v, empty_i), "mean": (empty_v.clone(), empty_i.clone())}
+        if self.spec.tau is not None:
+            self.importance = torch.zeros(T, c_out, dtype=torch.long)
+            self.attribution = torch.zeros(T, c_out, dtype=f64)
+        self.ready = True
+
+    def add(self, ids: Tensor, labels: Tensor, x: Tensor, z: Tensor, attribution: Tensor | None) -> None:
+        if not self.ready:
+            self._init(x.shape[1], z.shape[1])
+        labels = labels.cpu()
+        x_sum = x.detach().flatten(2).sum(-1).double().cpu()
+        z_flat = z.detach().flatten(2).float()
+        self.counts += torch.bincount(labels, minlength=self.T)
+        self.input_sum.index_add_(0, labels, x_sum)
+        self.output_sum.index_add_(0, labels, z_flat.sum(-1).double().cpu())
+        ids_row = ids.cpu()[None, :].expand(z.shape[1], -1)
+        for name, values in (("max", z_flat.amax(-1)), ("mean", z_flat.mean(-1))):
+            v, i = self.top[name]
+            self.top[name] = _merge_topk(v, i, values.cpu().T, ids_row, self.spec.top_k)
+        if attribution is not None:
+            a = attribution.detach().double().cpu()  # (B, C_out)
+            threshold = self.spec.tau * a.clamp(min=0).sum(1, keepdim=True)
+            self.importance.index_add_(0, labels, (a >= threshold).long())
+            self.attribution.index_add_(0, labels, a)
+
+    def result(self) -> LayerStats:
+        extra = {}
+        if self.spec.tau is not None:
+            extra = dict(importance_counts=self.importance, attribution_sum=self.attribution, tau=self.spec.tau)
+        return LayerStats(
+            class_counts=self.counts, input_sum=self.input_sum, output_sum=self.output_sum,
+            top_max_values=self.top["max"][0], top_max_ids=self.top["max"][1],
+            top_mean_values=self.top["mean"][0], top_mean_ids=self.top["mean"][1], **extra,
+        )
+
+
+class _IndexedDataset(torch.utils.data.Dataset):
+    def __init__(self, base: ImageDataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        image, label = self.base[i]
+        return i, image, label
+
+
+def capture(
+    model: nn.Module,
+    dataset: ImageDataset,
+    spec: CaptureSpec,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> LayerStats:
+    """Run the streaming pass and return the statistics (no cache; see :func:`cached_capture`)."""
+    if len(dataset) == 0:
+        raise ValueError("cannot capture statistics of an empty dataset")
+    layer = get_layer(model, spec.layer)
+    device = torch.device(device)
+    acc = _Accumulator(dataset.num_classes, spec)
+    box: dict[str, Tensor] = {}
+    need_grad = spec.tau is not None
+
+    def hook(_module: nn.Module, args: tuple, output: Tensor):
+        box["x"] = args[0].detach()
+        if need_grad:  # start the graph at the layer output: backward stops here
+            output = output.detach().requires_grad_(True)
+        box["z"] = output
+        return output
+
+    loader = DataLoader(_IndexedDataset(dataset), batch_size=spec.batch_size, shuffle=False,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    handle = layer.register_forward_hook(hook)
+    try:
+        with eval_mode(model), torch.set_grad_enabled(need_grad):
+            for ids, images, labels in tqdm(loader, desc=f"capture {spec.layer}", disable=not progress, unit="batch"):
+                images = images.to(device, non_blocking=True)
+                labels_dev = labels.to(device, non_blocking=True)
+                logits = model(images)
+                attribution = None
+                if need_grad:
+                    z = box["z"]
+                    true_logit = logits.gather(1, labels_dev[:, None]).sum()
+                    (grad,) = torch.autograd.grad(true_logit, z)
+                    attribution = (z.detach() * grad).flatten(2).sum(-1)
+                acc.add(ids, labels, box["x"], box["z"], attribution)
+    finally:
+        handle.remove()
+    if not acc.ready:
+        raise RuntimeError(f"layer {spec.layer!r} was never called during the forward pass")
+    return acc.result()
+
+
+def capture_spec_key(model: nn.Module, dataset: ImageDataset, spec: CaptureSpec) -> dict:
+    """The cache spec of a capture: model weights, layer, dataset and parameters."""
+    return {"model": model_fingerprint(model), "dataset": dataset.fingerprint, **asdict(spec)}
+
+
+def cached_capture(
+    model: nn.Module,
+    dataset: ImageDataset,
+    spec: CaptureSpec,
+    cache: Cache | None = None,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> LayerStats:
+    """:func:`capture`, served from the cache when the same request was computed before."""
+    cache = cache if cache is not None else Cache()
+    tensors = cache.get_or_compute(
+        "capture",
+        capture_spec_key(model, dataset, spec),
+        lambda: capture(model, dataset, spec, device, num_workers, progress).to_tensors(),
+    )
+    return LayerStats.from_tensors(tensors)

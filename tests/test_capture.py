@@ -1,0 +1,144 @@
+"""The capture engine against a plain image-by-image computation, and its cache."""
+import warnings
+
+import pytest
+import torch
+
+from benchmark.cache import Cache
+from benchmark.capture import CaptureSpec, cached_capture, capture
+from benchmark.layers import UnknownLayerError
+from tests.fakes import TinyNet, random_images
+
+
+def naive_stats(model, dataset, layer_name, k, tau):
+    """Literal per-image computation of every statistic (no batching, no streaming)."""
+    layer = dict(model.named_modules())[layer_name]
+    T = dataset.num_classes
+    rec = {}
+    layer.register_forward_hook(lambda m, a, o: rec.update(x=a[0], z=o))
+    counts = torch.zeros(T, dtype=torch.long)
+    input_sum, output_sum, importance, attr_sum = None, None, None, None
+    max_vals, mean_vals = [], []
+    for n in range(len(dataset)):
+        image, t = dataset[n]
+        logits = model(image[None])
+        x, z = rec["x"][0], rec["z"][0]
+        grad = torch.autograd.grad(logits[0, t], rec["z"])[0][0]
+        A = (z * grad).sum(dim=(1, 2)).detach().double()
+        if input_sum is None:
+            input_sum = torch.zeros(T, x.shape[0], dtype=torch.float64)
+            output_sum = torch.zeros(T, z.shape[0], dtype=torch.float64)
+            importance = torch.zeros(T, z.shape[0], dtype=torch.long)
+            attr_sum = torch.zeros(T, z.shape[0], dtype=torch.float64)
+        counts[t] += 1
+        input_sum[t] += x.detach().sum(dim=(1, 2)).double()
+        output_sum[t] += z.detach().sum(dim=(1, 2)).double()
+        total_positive = sum(max(a, 0.0) for a in A.tolist())
+        for c in range(len(A)):
+            if A[c] >= tau * total_positive:
+                importance[t, c] += 1
+        attr_sum[t] += A
+        max_vals.append(z.detach().amax(dim=(1, 2)))
+        mean_vals.append(z.detach().mean(dim=(1, 2)))
+    tops = {}
+    for name, vals in (("max", torch.stack(max_vals)), ("mean", torch.stack(mean_vals))):
+        ids = []
+        for c in range(vals.shape[1]):
+            order = sorted(range(len(dataset)), key=lambda i: (-float(vals[i, c]), i))[:k]
+            ids.append(order)
+        tops[name] = torch.tensor(ids)
+    return dict(counts=counts, input_sum=input_sum, output_sum=output_sum, importance=importance,
+                attr_sum=attr_sum, top_max=tops["max"], top_mean=tops["mean"])
+
+
+@pytest.mark.parametrize("layer", ["conv2", "act1"])
+def test_capture_matches_naive_per_image_computation(layer):
+    model, data = TinyNet(), random_images(n=30, num_classes=4)
+    spec = CaptureSpec(layer=layer, top_k=5, tau=0.05, batch_size=7)
+    stats = capture(model, data, spec, progress=False)
+    ref = naive_stats(TinyNet(), data, layer, k=5, tau=0.05)
+    assert torch.equal(stats.class_counts, ref["counts"])
+    torch.testing.assert_close(stats.input_sum, ref["input_sum"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stats.output_sum, ref["output_sum"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stats.attribution_sum, ref["attr_sum"], atol=1e-5, rtol=1e-5)
+    assert torch.equal(stats.importance_counts, ref["importance"])
+    assert torch.equal(stats.top_max_ids, ref["top_max"])
+    assert torch.equal(stats.top_mean_ids, ref["top_mean"])
+
+
+def test_capture_without_tau_skips_importance_and_keeps_model_mode():
+    model, data = TinyNet(), random_images()
+    model.train()
+    stats = capture(model, data, CaptureSpec("conv2", top_k=3, tau=None), progress=False)
+    assert stats.importance_counts is None and stats.tau is None
+    assert model.training, "the caller's train/eval mode must be restored"
+    with pytest.raises(ValueError, match="importance counters"):
+        stats.relevant_classes()
+
+
+def test_relevant_classes_uses_p_of_class_count():
+    model, data = TinyNet(), random_images(n=40)
+    stats = capture(model, data, CaptureSpec("conv2", tau=0.05), progress=False)
+    rel = stats.relevant_classes(p=0.5)
+    expected = stats.importance_counts >= 0.5 * stats.class_counts[:, None]
+    assert torch.equal(rel, expected)
+
+
+def test_second_identical_request_is_served_from_cache(tmp_path):
+    cache = Cache(tmp_path)
+    model, data = TinyNet(), random_images()
+    spec = CaptureSpec("conv2", top_k=4, tau=0.05)
+    first = cached_capture(model, data, spec, cache=cache, progress=False)
+    assert (cache.hits, cache.misses) == (0, 1)
+    second = cached_capture(model, data, spec, cache=cache, progress=False)
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert torch.equal(first.top_max_ids, second.top_max_ids)
+    torch.testing.assert_close(first.input_sum, second.input_sum)
+
+
+def test_cache_key_changes_with_layer_parameters_dataset_and_weights(tmp_path):
+    cache = Cache(tmp_path)
+    model, data = TinyNet(), random_images()
+    base = CaptureSpec("conv2", top_k=4, tau=0.05)
+    cached_capture(model, data, base, cache=cache, progress=False)
+    variants = [
+        (model, data, CaptureSpec("act1", top_k=4, tau=0.05)),
+        (model, data, CaptureSpec("conv2", top_k=5, tau=0.05)),
+        (model, data, CaptureSpec("conv2", top_k=4, tau=0.10)),
+        (model, random_images(seed=1), base),
+        (TinyNet(seed=1), data, base),
+    ]
+    for i, (m, d, s) in enumerate(variants, start=2):
+        cached_capture(m, d, s, cache=cache, progress=False)
+        assert cache.misses == i, f"variant {i - 1} was wrongly served from the cache"
+    assert len(list(cache.entries())) == 6
+
+
+def test_corrupted_cache_file_is_recomputed_not_used(tmp_path):
+    cache = Cache(tmp_path)
+    model, data = TinyNet(), random_images()
+    spec = CaptureSpec("conv2", top_k=4, tau=0.05)
+    good = cached_capture(model, data, spec, cache=cache, progress=False)
+    (entry,) = list(cache.entries())
+    entry.path.write_bytes(b"this is not a safetensors file")
+    with pytest.warns(UserWarning, match="corrupted"):
+        again = cached_capture(model, data, spec, cache=cache, progress=False)
+    assert cache.misses == 2
+    torch.testing.assert_close(again.output_sum, good.output_sum)
+    # and the rewritten file is valid again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cached_capture(model, data, spec, cache=cache, progress=False)
+    assert cache.hits == 1
+
+
+def test_capture_errors_are_specific():
+    model = TinyNet()
+    with pytest.raises(UnknownLayerError, match="conv2"):
+        capture(model, random_images(), CaptureSpec("conv3"), progress=False)
+    empty = random_images(n=4)
+    empty.data, empty.labels = empty.data[:0], empty.labels[:0]
+    with pytest.raises(ValueError, match="empty dataset"):
+        capture(model, empty, CaptureSpec("conv2"), progress=False)
+    with pytest.raises(ValueError, match="top_k"):
+        CaptureSpec("conv2", top_k=0)
