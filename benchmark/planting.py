@@ -1,0 +1,164 @@
+"""Planted polysemantic channels with known ground truth (works on any conv layer).
+
+Planting merges two channels ``a`` and ``b`` of a ``Conv2d`` layer that are each selective
+for a different (unrelated) class into slot ``a`` of a COPY of the model:
+``W'[a] = W[a] + W[b]``, ``bias'[a] = bias[a] + bias[b]`` and channel ``b`` is silenced. The
+planted channel is then exactly ``part_a + part_b`` where ``part_i`` is the original conv
+filter ``i`` applied to the layer input, which :class:`benchmark.types.PlantedTruth`
+recomputes for any input. The network downstream reads the sum where it read ``a``, so
+accuracy changes; :func:`accuracy` measures by how much.
+
+Class selectivity (used to choose channels): with mu_t the mean spatially summed output of
+a channel over the images of class t (from the capture statistics), the selectivity of the
+channel for its top class t* is ``(mu_t* - mean_{t != t*} mu_t) / (|mu_t*| + |mean_{t != t*} mu_t| + eps)``
+(the class selectivity index of Morcos et al. 2018, made sign-safe for pre-BN outputs);
+1 means the channel responds to one class only.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from benchmark.datasets import ImageDataset
+from benchmark.layers import check_channel, get_layer, layer_activations
+from benchmark.stats import LayerStats
+from benchmark.types import PlantedTruth
+
+
+@dataclass(frozen=True)
+class ChannelSelectivity:
+    channel: int
+    top_class: int
+    selectivity: float
+
+
+def class_selectivity(stats: LayerStats, eps: float = 1e-8) -> list[ChannelSelectivity]:
+    """Selectivity of every output channel for its top class (see module docstring)."""
+    present = stats.class_counts > 0
+    if present.sum() < 2:
+        raise ValueError("class selectivity needs images of at least two classes")
+    means = stats.output_sum[present] / stats.class_counts[present, None]  # (T', C)
+    class_ids = present.nonzero().flatten()
+    out = []
+    for c in range(means.shape[1]):
+        col = means[:, c]
+        top = int(torch.argmax(col))
+        rest = torch.cat([col[:top], col[top + 1:]]).mean()
+        s = (col[top] - rest) / (col[top].abs() + rest.abs() + eps)
+        out.append(ChannelSelectivity(c, int(class_ids[top]), float(s)))
+    return out
+
+
+def choose_channel_pairs(
+    stats: LayerStats,
+    num_pairs: int,
+    unrelated: Callable[[int, int], bool] | None = None,
+    min_selectivity: float = 0.0,
+) -> list[tuple[int, int]]:
+    """Greedily pair the most selective channels whose top classes are unrelated.
+
+    Every chosen channel and every top class is used once. ``unrelated(t1, t2)`` defaults to
+    ``t1 != t2``; pass a WordNet- or group-based rule for real use.
+    """
+    if num_pairs < 1:
+        raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
+    unrelated = unrelated or (lambda t1, t2: t1 != t2)
+    ranked = sorted(class_selectivity(stats), key=lambda s: (-s.selectivity, s.channel))
+    ranked = [s for s in ranked if s.selectivity >= min_selectivity]
+    # best channel per class, so each part stands for one class
+    best: dict[int, ChannelSelectivity] = {}
+    for s in ranked:
+        best.setdefault(s.top_class, s)
+    pool = sorted(best.values(), key=lambda s: (-s.selectivity, s.channel))
+    pairs: list[tuple[int, int]] = []
+    used: set[int] = set()
+    for i, first in enumerate(pool):
+        if first.channel in used:
+            continue
+        for second in pool[i + 1:]:
+            if second.channel not in used and unrelated(first.top_class, second.top_class):
+                pairs.append((first.channel, second.channel))
+                used.update((first.channel, second.channel))
+                break
+        if len(pairs) == num_pairs:
+            return pairs
+    raise ValueError(
+        f"only {len(pairs)} of {num_pairs} channel pairs with selectivity >= {min_selectivity} "
+        f"and unrelated top classes exist in this layer")
+
+
+def _conv_part(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, 1)
+
+
+def plant(
+    model: nn.Module,
+    layer: str,
+    pairs: Sequence[tuple[int, int]],
+    classes: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None,
+) -> tuple[nn.Module, dict[int, PlantedTruth]]:
+    """A planted COPY of ``model`` and the ground truth of each planted channel.
+
+    ``pairs`` are (kept slot a, merged channel b); ``classes[i]`` optionally names the class
+    sets the two parts serve (e.g. their top classes).
+    """
+    conv = get_layer(model, layer)
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"planting needs a Conv2d layer; {layer!r} is a {type(conv).__name__}")
+    if conv.groups != 1:
+        raise ValueError(f"planting supports groups=1 convolutions; {layer!r} has groups={conv.groups}")
+    flat = [c for pair in pairs for c in pair]
+    for c in flat:
+        check_channel(c, conv.out_channels, layer)
+    if len(set(flat)) != len(flat):
+        raise ValueError(f"each channel may appear in one planted pair only: {list(pairs)}")
+    if classes is not None and len(classes) != len(pairs):
+        raise ValueError(f"got {len(classes)} class assignments for {len(pairs)} pairs")
+
+    planted = copy.deepcopy(model).eval()
+    new_conv = get_layer(planted, layer)
+    original_w = conv.weight.detach().clone()
+    original_b = None if conv.bias is None else conv.bias.detach().clone()
+    truths: dict[int, PlantedTruth] = {}
+    with torch.no_grad():
+        for i, (a, b) in enumerate(pairs):
+            new_conv.weight[a] = original_w[a] + original_w[b]
+            new_conv.weight[b] = 0.0
+            if new_conv.bias is not None:
+                new_conv.bias[a] = original_b[a] + original_b[b]
+                new_conv.bias[b] = 0.0
+            cls = classes[i] if classes is not None else ((), ())
+            truths[a] = PlantedTruth(
+                layer=layer, channel=a, source_channels=(a, b),
+                classes=(tuple(int(t) for t in cls[0]), tuple(int(t) for t in cls[1])),
+                parts_fn=_make_parts_fn(planted, layer, new_conv, original_w, original_b, a, b),
+            )
+    return planted, truths
+
+
+def _make_parts_fn(planted, layer, conv, weight, bias, a, b) -> Callable[[Tensor], Tensor]:
+    w = weight[[a, b]]
+    bias_ab = None if bias is None else bias[[a, b]]
+
+    def parts(images: Tensor) -> Tensor:
+        x = layer_activations(planted, layer, images, side="input")
+        return _conv_part(conv, w.to(x.device), None if bias_ab is None else bias_ab.to(x.device), x)
+
+    return parts
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 256, device: str = "cpu") -> float:
+    """Top-1 accuracy of ``model`` on ``dataset`` (eval mode)."""
+    if len(dataset) == 0:
+        raise ValueError("cannot measure accuracy on an empty dataset")
+    correct = 0
+    for images, labels in DataLoader(dataset, batch_size=batch_size):
+        correct += int((model(images.to(device)).argmax(1).cpu() == labels).sum())
+    return correct / len(dataset)
