@@ -47,3 +47,16 @@ class TinyNet(nn.Module):
     def forward(self, x):
         x = self.act2(self.conv2(self.act1(self.conv1(x))))
         return self.fc(self.pool(x).flatten(1))
+
+
+def tiny_context(layer: str = "conv2", n: int = 48, num_classes: int = 4, seed: int = 0, top_k: int = 10, tau=0.05):
+    """A complete Context over TinyNet and random images (fit and held-out differ)."""
+    from benchmark.capture import CaptureSpec, capture
+    from benchmark.types import Context
+
+    model = TinyNet(num_classes=num_classes, seed=seed).eval()
+    fit = random_images(n=n, num_classes=num_classes, seed=seed)
+    heldout = random_images(n=n // 2, num_classes=num_classes, seed=seed + 100)
+    stats = capture(model, fit, CaptureSpec(layer, top_k=top_k, tau=tau), progress=False)
+    return Context(model=model, model_name="tiny", layer=layer, fit=fit, heldout=heldout,
+                   stats=stats, batch_size=16, seed=seed)

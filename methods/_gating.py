@@ -1,0 +1,59 @@
+"""Shared construction of *gating* splits (PURE, activation clustering, baselines).
+
+A gating method assigns each input image soft or hard weights ``w_i(x)`` over k virtual
+neurons with ``sum_i w_i(x) = 1``; virtual neuron i is ``w_i(x) * orig(x)`` where ``orig`` is
+the target channel's activation map, so the virtual neurons always sum to the original
+channel (the gating recomposition of DESIGN.md).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.layers import channel_activation
+from benchmark.types import Split, Target
+
+
+def gated_split(
+    *,
+    target: Target,
+    method: str,
+    model: nn.Module,
+    gates_fn: Callable[[Tensor], Tensor],
+    k: int,
+    reference_ids: Sequence[Sequence[int]] = (),
+    concepts: tuple[tuple[int, ...], ...] | None = None,
+    directions: Tensor | None = None,
+    info: Mapping[str, Any] | None = None,
+) -> Split:
+    """A Split whose virtual neuron i is ``gates_fn(x)[:, i] * orig(x)``.
+
+    ``gates_fn(images) -> (N, k)`` must return non-negative weights summing to 1 per image;
+    it is treated as a constant (detached) so the virtual neurons stay differentiable
+    through the original channel only.
+    """
+
+    def virtual(images: Tensor) -> Tensor:
+        orig = channel_activation(model, target.layer, target.channel, images)  # (N, H, W)
+        gates = gates_fn(images).detach().to(orig.dtype)
+        if gates.shape != (images.shape[0], k):
+            raise RuntimeError(f"{method}: gates have shape {tuple(gates.shape)}, expected ({images.shape[0]}, {k})")
+        return gates[:, :, None, None] * orig[:, None]
+
+    return Split(
+        target=target, method=method, k=k, recomposition="gating", virtual_fn=virtual,
+        reference_ids=tuple(tuple(int(i) for i in ids) for ids in reference_ids),
+        concepts=concepts, model=None, directions=directions, info=dict(info or {}),
+    )
+
+
+def one_hot_gates(assignment: Tensor, k: int) -> Tensor:
+    """(N,) cluster ids -> (N, k) hard gates."""
+    return torch.nn.functional.one_hot(assignment.long(), k).float()
+
+
+def nearest_centroid(features_nd: Tensor, centroids_kd: Tensor) -> Tensor:
+    """(N,) index of the nearest centroid (Euclidean) for each row."""
+    return torch.cdist(features_nd.float(), centroids_kd.float()).argmin(dim=1)
