@@ -34,6 +34,21 @@ class ImageDataset(Dataset):
     classes: tuple[ClassInfo, ...]
     labels: Tensor  # (N,) long
     fingerprint: str
+    # per-channel mean/std applied by the preprocessing; images = (unit - mean) / std
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def to_unit_range(self, images_nchw: Tensor) -> Tensor:
+        """Undo the normalisation: model-input images -> RGB in [0, 1] (for embedders)."""
+        mean = torch.tensor(self.mean, dtype=images_nchw.dtype, device=images_nchw.device)[:, None, None]
+        std = torch.tensor(self.std, dtype=images_nchw.dtype, device=images_nchw.device)[:, None, None]
+        return (images_nchw * std + mean).clamp(0.0, 1.0)
+
+    def from_unit_range(self, images_nchw: Tensor) -> Tensor:
+        """RGB in [0, 1] -> model-input images (for feature visualisation)."""
+        mean = torch.tensor(self.mean, dtype=images_nchw.dtype, device=images_nchw.device)[:, None, None]
+        std = torch.tensor(self.std, dtype=images_nchw.dtype, device=images_nchw.device)[:, None, None]
+        return (images_nchw - mean) / std
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -69,6 +84,7 @@ class Subset(ImageDataset):
         self.indices = torch.as_tensor(indices, dtype=torch.long).flatten()
         self.classes = base.classes
         self.labels = base.labels[self.indices]
+        self.mean, self.std = base.mean, base.std
         digest = hashlib.sha256(self.indices.numpy().tobytes()).hexdigest()[:16]
         self.fingerprint = f"{base.fingerprint}/subset-{digest}"
 
