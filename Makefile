@@ -1,0 +1,34 @@
+# Two commands do all the set-up (virtualenv, packages, WordNet) and then their job:
+#   make run    run the default benchmark (the offline synthetic world)
+#   make test   run the test suite
+# Both are idempotent: a second call skips the installs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup wordnet run test bench clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+wordnet: $(STAMP)
+	@$(PY) -m benchmark.wordnet_setup
+
+setup: $(STAMP) wordnet
+
+run: setup
+	$(VENV)/bin/polysemy run $(ARGS)
+
+test: setup
+	$(VENV)/bin/pytest -q $(ARGS)
+
+bench: setup
+	$(VENV)/bin/polysemy bench $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

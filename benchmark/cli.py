@@ -1,0 +1,148 @@
+"""The ``polysemy`` command line: list plug-ins, run the benchmark, render tables, bench,
+inspect the cache and the synthetic world.
+
+Each subcommand is a small function registered in ``COMMANDS``; heavy imports happen
+inside the functions so ``polysemy --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):
+    """Register ``(configure_parser, run)`` under ``name``."""
+
+    def add(pair):
+        configure, run = pair
+        COMMANDS[name] = (configure, run)
+        run.__doc__ = run.__doc__ or help
+        configure.help = help  # type: ignore[attr-defined]
+        return pair
+
+    return add
+
+
+# --- list -------------------------------------------------------------------------------
+def _list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("registry", nargs="?", help="only this registry (methods, metrics, models, datasets, embedders, feature_vis)")
+
+
+def _list(args: argparse.Namespace) -> int:
+    from benchmark.registry import ALL_REGISTRIES, UnknownNameError
+
+    names = [args.registry] if args.registry else list(ALL_REGISTRIES)
+    for name in names:
+        if name not in ALL_REGISTRIES:
+            raise UnknownNameError(f"unknown registry {name!r}. Available: {', '.join(ALL_REGISTRIES)}")
+        registry = ALL_REGISTRIES[name]
+        print(f"{name}:")
+        for entry in registry.names():
+            print(f"  {entry:<24} {registry.describe(entry)}")
+    return 0
+
+
+command("list", "list every registered method, metric, model, dataset, embedder and feature-vis backend")((_list_args, _list))
+
+
+# --- cache ------------------------------------------------------------------------------
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["ls", "clear"], help="ls: list entries; clear: delete them")
+    p.add_argument("--kind", help="only entries of this kind (e.g. capture, world)")
+    p.add_argument("--root", help="cache folder (default: $POLYSEMY_CACHE or ~/.cache/polysemy-bench)")
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from benchmark.cache import Cache
+
+    cache = Cache(args.root)
+    if args.action == "clear":
+        n = cache.clear(args.kind)
+        print(f"removed {n} file(s) from {cache.root / (args.kind or '')}")
+        return 0
+    total = 0
+    print(f"cache at {cache.root}")
+    for e in cache.entries():
+        if args.kind and e.kind != args.kind:
+            continue
+        total += e.bytes
+        what = ", ".join(f"{k}={e.spec[k]}" for k in ("layer", "dataset", "top_k", "tau") if k in e.spec)
+        print(f"  {e.kind:<10} {e.key[:12]}  {e.bytes / 1e6:8.2f} MB  {what}")
+    print(f"total {total / 1e6:.2f} MB")
+    return 0
+
+
+command("cache", "list or clear the cache of computed statistics and trained models")((_cache_args, _cache))
+
+
+# --- capture (smoke run of the capture engine) -------------------------------------------
+def _capture_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="world_cnn")
+    p.add_argument("--dataset", default="synthetic_world")
+    p.add_argument("--split", default="train")
+    p.add_argument("--layer", default=None, help="module path; default: the model's default layer")
+    p.add_argument("--top-k", type=int, default=100)
+    p.add_argument("--tau", type=float, default=0.03)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="cpu")
+
+
+def _capture(args: argparse.Namespace) -> int:
+    import time
+
+    from benchmark.capture import CaptureSpec, cached_capture
+    from benchmark.registry import DATASETS, MODELS
+
+    model = MODELS.get(args.model)()
+    dataset = DATASETS.get(args.dataset)(split=args.split)
+    layer = args.layer or getattr(model, "default_layer", None)
+    if layer is None:
+        raise SystemExit(f"--layer is required for model {args.model!r}")
+    start = time.perf_counter()
+    stats = cached_capture(model, dataset, CaptureSpec(layer, args.top_k, args.tau, args.batch_size), device=args.device)
+    print(f"captured {args.model}:{layer} on {len(dataset)} images of {args.dataset}/{args.split} "
+          f"in {time.perf_counter() - start:.1f} s: {stats.num_channels} channels, "
+          f"{int(stats.relevant_classes().sum())} (class, channel) relevance pairs at p=0.75")
+    return 0
+
+
+command("capture", "run (or load from cache) the capture pass for one model/layer/dataset")((_capture_args, _capture))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from benchmark import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="polysemy",
+        description="polysemy-bench: compare methods that split polysemantic CNN channels "
+        "into monosemantic virtual neurons. `polysemy run` runs the offline default benchmark.",
+    )
+    parser.add_argument("--version", action="version", version=f"polysemy-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (configure, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=configure.help, description=configure.help)  # type: ignore[attr-defined]
+        configure(p)
+        p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (KeyError, ValueError, FileNotFoundError, TypeError, RuntimeError) as err:
+        if isinstance(err, KeyError) and type(err) is KeyError:
+            raise
+        print(f"polysemy {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
