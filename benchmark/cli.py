@@ -112,6 +112,95 @@ def _capture(args: argparse.Namespace) -> int:
 command("capture", "run (or load from cache) the capture pass for one model/layer/dataset")((_capture_args, _capture))
 
 
+# --- run --------------------------------------------------------------------------------
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None,
+                   help="a packaged config name (synthetic, imagenet_resnet50) or a .toml path; default: synthetic")
+    p.add_argument("--methods", help="comma-separated method names (default: the config's; 'all' = every one)")
+    p.add_argument("--metrics", help="comma-separated metric names")
+    p.add_argument("--tracks", help="comma-separated tracks to run (planted, pairs, layer, detection)")
+    p.add_argument("--layer", help="the layer to study (model.layer)")
+    p.add_argument("--targets", type=int, help="targets per track (planted channels, pairs, layer channels)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--output", help="output folder (default: the config's output_dir)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key by dotted path, e.g. --set tracks.layer.num_channels=4")
+    p.add_argument("--overwrite", action="store_true", help="replace a run of a different config in the output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_overrides(args: argparse.Namespace) -> dict:
+    """Translate the run flags into dotted config overrides."""
+    from benchmark.config import parse_override
+    from benchmark.tracks import TRACKS
+
+    out: dict = dict(parse_override(s) for s in args.set)
+    for flag, key in (("methods", "methods"), ("metrics", "metrics")):
+        value = getattr(args, flag)
+        if value:
+            out[key] = [v.strip() for v in value.split(",") if v.strip()]
+    for flag, key in (("layer", "model.layer"), ("seed", "seed"), ("device", "device"), ("output", "output_dir")):
+        if getattr(args, flag) is not None:
+            out[key] = getattr(args, flag)
+    if args.targets is not None:
+        out.update({"tracks.planted.num_channels": args.targets, "tracks.pairs.max_pairs": args.targets,
+                    "tracks.layer.num_channels": args.targets})
+    if args.tracks:
+        chosen = [t.strip() for t in args.tracks.split(",") if t.strip()]
+        unknown = sorted(set(chosen) - set(TRACKS))
+        if unknown:
+            raise ValueError(f"unknown track(s) {', '.join(unknown)}; tracks: {', '.join(TRACKS)}")
+        out.update({f"tracks.{t}.enabled": t in chosen for t in TRACKS})
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from benchmark.config import load_config
+    from benchmark.runner import Runner
+
+    config = load_config(args.config, run_overrides(args))
+    out = Runner(config, overwrite=args.overwrite, progress=not args.quiet).run()
+    print((out / "leaderboard.md").read_text())
+    print(f"results in {out}: results.csv, run.json, leaderboard.md/.tex/.csv, figures/")
+    return 0
+
+
+command("run", "run the benchmark (default: the offline synthetic world) into a results folder")((_run_args, _run))
+
+
+# --- table ------------------------------------------------------------------------------
+def _table_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", help="one or more run folders (several combine into one leaderboard)")
+    p.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
+    p.add_argument("--track", help="only this track")
+    p.add_argument("--uncertainty", choices=["sem", "bootstrap"], default="sem")
+    p.add_argument("--output", help="write the leaderboards (.md/.tex/.csv) into this folder instead of printing")
+
+
+def _table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmark.tables import leaderboard, load_results, render, write_leaderboards
+
+    for d in args.run_dirs:
+        if not (Path(d) / "results.csv").exists():
+            raise FileNotFoundError(f"{d} holds no results.csv (is it a run folder?)")
+    df = load_results(args.run_dirs)
+    if args.output:
+        write_leaderboards(df, Path(args.output))
+        print(f"wrote leaderboards to {args.output}")
+        return 0
+    tracks = [args.track] if args.track else sorted(df["track"].unique())
+    for track in tracks:
+        print(f"## {track}\n")
+        print(render(leaderboard(df, track=track, uncertainty=args.uncertainty), fmt=args.format))
+    return 0
+
+
+command("table", "render the leaderboard of one or more run folders (Markdown, LaTeX, CSV)")((_table_args, _table))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmark import __version__
 

@@ -1,0 +1,196 @@
+"""Run configuration: TOML files (``benchmark/configs/*.toml``) parsed into frozen dataclasses.
+
+Every key is checked: an unknown key is an error that lists the valid ones, so a typo never
+silently falls back to a default. Command-line overrides use dotted paths
+(``--set tracks.layer.num_channels=8``) and go through the same checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, get_type_hints
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = "synthetic"
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that is not allowed (the message says what is)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "world_cnn"
+    weights: str | None = None  # file path or tag; None = the model's default
+    layer: str | None = None  # None = the model's ``default_layer``
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synthetic_world"
+    root: str | None = None  # data folder (ImageNet); checked to exist
+    fit_split: str = "train"
+    heldout_split: str = "val"
+    fit_limit: int = 0  # 0 = every image; else the first n (deterministic)
+    heldout_limit: int = 0
+    image_size: int | None = None  # passed to datasets that accept it
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    top_k: int = 100
+    tau: float = 0.03
+
+
+@dataclass(frozen=True)
+class PlantedTrack:
+    enabled: bool = True
+    layer: str | None = None
+    num_channels: int = 2
+    wordnet_threshold: float = 0.5  # the two parts' classes must be less similar (Wu-Palmer)
+
+
+@dataclass(frozen=True)
+class PairsTrack:
+    enabled: bool = True
+    layer: str | None = None
+    source: str = "detected"  # "detected" (tau/p + gamma rule) or "given"
+    pairs: tuple = ()  # given: [[channel, [classes a], [classes b]], ...]
+    max_pairs: int = 6
+    p: float = 0.75
+    gamma: float = 0.5
+
+
+@dataclass(frozen=True)
+class LayerTrack:
+    enabled: bool = True
+    layer: str | None = None
+    num_channels: int = 8  # 0 = every channel of the layer; else an even sample
+
+
+@dataclass(frozen=True)
+class DetectionTrack:
+    enabled: bool = True
+    layer: str | None = None
+    p: float = 0.75
+    max_pairs: int = 200
+
+
+@dataclass(frozen=True)
+class TracksConfig:
+    planted: PlantedTrack = field(default_factory=PlantedTrack)
+    pairs: PairsTrack = field(default_factory=PairsTrack)
+    layer: LayerTrack = field(default_factory=LayerTrack)
+    detection: DetectionTrack = field(default_factory=DetectionTrack)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = DEFAULT_CONFIG
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 128
+    output_dir: str = "runs/synthetic"
+    methods: tuple = ("all",)
+    metrics: tuple = ("all",)
+    method_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    metric_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    tracks: TracksConfig = field(default_factory=TracksConfig)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=list))
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'} must be a table, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    valid = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in valid:
+            raise ConfigError(f"unknown config key {path!r}; valid keys{' in ' + where if where else ''}: {', '.join(valid)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, path)
+        else:
+            kwargs[key] = _coerce(value, hint, path)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    text = str(hint)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{path} must be true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{path} must be an integer, got {value!r}")
+    if hint is float and not isinstance(value, (int, float)):
+        raise ConfigError(f"{path} must be a number, got {value!r}")
+    if hint is float:
+        return float(value)
+    if text.startswith("str") and value is not None and not isinstance(value, str):
+        raise ConfigError(f"{path} must be a string, got {value!r}")
+    if hint is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, got {value!r}")
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    if "Mapping" in text and not isinstance(value, Mapping):
+        raise ConfigError(f"{path} must be a table, got {value!r}")
+    if value == "" and "None" in text:
+        return None
+    return value
+
+
+def config_path(name_or_path: str | None) -> Path:
+    """A config by file path, or by name from the packaged configs folder."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_CONFIG
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        return path
+    packaged = CONFIG_DIR / f"{name_or_path}.toml"
+    if not packaged.exists():
+        available = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+        raise FileNotFoundError(f"no config named {name_or_path!r}; packaged configs: {', '.join(available)}")
+    return packaged
+
+
+def load_config(name_or_path: str | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Parse a TOML config and apply dotted-path overrides (``{"tracks.layer.num_channels": 4}``)."""
+    path = config_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from err
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot override {dotted!r}: {key!r} is not a table")
+        node[leaf] = value
+    return _build(RunConfig, data, "")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with a TOML value (``k=3``, ``k="x"``, ``k=[1,2]``); bare words are strings."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value

@@ -1,0 +1,118 @@
+"""The figures of a run (PNG and PDF under ``RUN_DIR/figures``), drawn from saved traces
+and results by the pure functions of :mod:`benchmark.plots`:
+
+* ``density_<method>``: the ARV paper's density plots for the first pairs target;
+* ``recovery_<method>``: recovered vs planted activation for the first planted target;
+* ``gamma_sweep``: precision/recall of each method's polysemanticity over gamma;
+* ``fvis_grid``: feature visualisations of the original channel and each method's virtual
+  neurons for the first pairs target;
+* ``attributions_<method>``: 2-D embedding of the reference features a clustering method
+  clustered (when its split exposes ``info["features"]`` and ``info["clusters"]``).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from benchmark import plots
+from benchmark.traces import load_trace
+from benchmark.types import NotApplicable
+
+FVIS_BACKEND = "maco"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def write_figures(out: Path, results: pd.DataFrame, plans, methods, env) -> list[Path]:
+    fig_dir = out / "figures"
+    traces = [load_trace(p) for p in sorted((out / "traces").glob("*.pt"))]
+    by_key = {(t["meta"]["track"], t["meta"]["method"], t["meta"]["target"]): t for t in traces}
+    plans_by_track = {p.track: p for p in plans}
+    written: list[Path] = []
+    class_names = [c.name for c in env.fit.classes]
+    pairs = plans_by_track.get("pairs")
+    if pairs is not None and pairs.targets:
+        first = pairs.targets[0].key
+        for m in methods:
+            trace = by_key.get(("pairs", m.name, first))
+            if trace is not None and trace["meta"]["concepts"]:
+                written += plots.density_plot(trace["orig"], trace["virtual"], trace["labels"],
+                                              list(trace["meta"]["concepts"]), class_names,
+                                              fig_dir / f"density_{_slug(m.name)}")
+        written += _fvis_grid(fig_dir, pairs, methods, env)
+    planted = plans_by_track.get("planted")
+    if planted is not None and planted.targets:
+        first = planted.targets[0].key
+        for m in methods:
+            trace = by_key.get(("planted", m.name, first))
+            if trace is not None and "parts" in trace:
+                matching = _best_matching(trace["parts"], trace["virtual"])
+                written += plots.recovery_scatter(trace["parts"], trace["virtual"], matching,
+                                                  fig_dir / f"recovery_{_slug(m.name)}")
+    written += _gamma_sweep(fig_dir, results)
+    layer = plans_by_track.get("layer")
+    if layer is not None and layer.targets:
+        written += _attribution_embeddings(fig_dir, layer, methods)
+    return written
+
+
+def _best_matching(parts: torch.Tensor, virtual: torch.Tensor) -> list[int]:
+    """For each planted part, the virtual neuron most correlated with it."""
+    out = []
+    for j in range(parts.shape[1]):
+        corr = [torch.corrcoef(torch.stack([parts[:, j].float(), virtual[:, i].float()]))[0, 1].nan_to_num(-2.0)
+                for i in range(virtual.shape[1])]
+        out.append(int(torch.stack(corr).argmax()))
+    return out
+
+
+def _gamma_sweep(fig_dir: Path, results: pd.DataFrame) -> list[Path]:
+    rows = results[(results["track"] == "detection") & results["column"].str.match(r"^(precision|recall)@")]
+    rows = rows[rows["status"] == "ok"]
+    if rows.empty:
+        return []
+    parts = rows["column"].str.extract(r"^(?P<kind>precision|recall)@(?P<gamma>[0-9.]+)$")
+    sweep = rows.assign(kind=parts["kind"], gamma=parts["gamma"].astype(float))
+    table = sweep.pivot_table(index=["method", "gamma"], columns="kind", values="value").reset_index()
+    if not {"precision", "recall"} <= set(table.columns):
+        return []
+    return plots.gamma_sweep(table[["method", "gamma", "precision", "recall"]], fig_dir / "gamma_sweep")
+
+
+def _fvis_grid(fig_dir: Path, plan, methods, env) -> list[Path]:
+    from benchmark.fvis._objectives import channel_objective, split_objective
+    from benchmark.registry import FEATURE_VIS
+
+    backend = FEATURE_VIS.get(FVIS_BACKEND)()
+    context, target = plan.context, plan.targets[0]
+    normalize = context.fit.from_unit_range
+    images = {"original": backend.render(channel_objective(context.model, target.layer, target.channel), 2,
+                                         normalize).images}
+    for m in methods:
+        try:
+            split = m.instance.fit(context, target)
+        except NotApplicable:
+            continue
+        images[m.name] = backend.render(split_objective(split), split.k, normalize).images
+    return plots.fvis_grid(images, fig_dir / "fvis_grid", title=f"feature visualisations ({FVIS_BACKEND}), {target.key}")
+
+
+def _attribution_embeddings(fig_dir: Path, plan, methods) -> list[Path]:
+    written = []
+    target = plan.targets[0]
+    for m in methods:
+        try:
+            split = m.instance.fit(plan.context, target)
+        except NotApplicable:
+            continue
+        info = split.info
+        if "features" in info and "clusters" in info:
+            written += plots.attribution_embedding(torch.as_tensor(info["features"]), torch.as_tensor(info["clusters"]),
+                                                   fig_dir / f"attributions_{_slug(m.name)}",
+                                                   title=f"{m.name}: reference features of {target.key}")
+    return written

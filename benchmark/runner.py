@@ -1,0 +1,228 @@
+"""``polysemy run``: every method on every target of every track, scored by every metric.
+
+Work is split into units (track x method x target; detection: track x method). Each
+finished unit's rows are written atomically to ``RUN_DIR/parts/<unit>.csv``, so a run killed
+part-way resumes where it stopped and ends with the same table as an uninterrupted run.
+At the end the parts are assembled into the tidy ``results.csv`` (sorted, deterministic),
+``run.json`` (provenance), leaderboards and figures.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.cache import Cache, atomic_write, atomic_write_text, canonical_json
+from benchmark.config import ConfigError, RunConfig
+from benchmark.environment import Environment
+from benchmark.registry import METHODS, METRICS, Registry, hyperparameters
+from benchmark.tracks import TRACKS, TrackPlan
+from benchmark.types import NotApplicable, Split, Target
+
+RESULT_COLUMNS = ["track", "model", "layer", "dataset", "target", "method", "method_params", "metric",
+                  "column", "value", "higher_is_better", "main", "status", "reason", "seed"]
+
+
+class RunDirectoryError(RuntimeError):
+    """The output folder holds a run of a different configuration."""
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A configured method or metric instance with its registry name and label."""
+
+    name: str
+    instance: Any
+
+    @property
+    def params_json(self) -> str:
+        return canonical_json(hyperparameters(self.instance))
+
+    @property
+    def label(self) -> str:
+        return str(getattr(self.instance, "label", self.name))
+
+
+def resolve(registry: Registry, names: Iterable[str], params: dict) -> list[Plugin]:
+    """Instances of the requested plug-ins (``"all"`` = every registered one)."""
+    names = list(names)
+    chosen = registry.names() if names == ["all"] else names
+    for key in params:
+        if key not in chosen:
+            raise ConfigError(f"parameters given for {registry.kind} {key!r}, which is not selected "
+                              f"(selected: {', '.join(chosen)})")
+    out = []
+    for name in chosen:
+        cls = registry.get(name)
+        kwargs = dict(params.get(name, {}))
+        valid = set(hyperparameters(cls))
+        unknown = sorted(set(kwargs) - valid)
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for {registry.kind} {name!r}; "
+                              f"valid: {', '.join(sorted(valid)) or '(none)'}")
+        out.append(Plugin(name, cls(**kwargs)))
+    return out
+
+
+def unit_id(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
+
+
+class Runner:
+    """Executes a config into a run folder (see module docstring)."""
+
+    def __init__(self, config: RunConfig, output_dir: str | Path | None = None, overwrite: bool = False,
+                 cache: Cache | None = None, progress: bool = True):
+        self.config = config
+        self.out = Path(output_dir or config.output_dir)
+        self.progress = progress
+        self.cache = cache or Cache()
+        self.methods = resolve(METHODS, config.methods, dict(config.method_params))
+        self.metrics = resolve(METRICS, config.metrics, dict(config.metric_params))
+        for name in TRACKS:
+            getattr(config.tracks, name)  # every track has a config section
+        self._prepare_output(overwrite)
+        self.timings: dict[str, float] = {}
+
+    # -- output folder -------------------------------------------------------------------
+    def _prepare_output(self, overwrite: bool) -> None:
+        config_file = self.out / "config.json"
+        mine = canonical_json(self.config.to_dict())
+        if config_file.exists():
+            theirs = config_file.read_text()
+            if theirs != mine:
+                if not overwrite:
+                    raise RunDirectoryError(
+                        f"{self.out} holds a run of a different configuration; choose another "
+                        f"output folder or pass --overwrite to replace it")
+                for old in list((self.out / "parts").glob("*.csv")) + list((self.out / "traces").glob("*.pt")):
+                    old.unlink()
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_file, mine)
+
+    # -- execution -----------------------------------------------------------------------
+    def run(self) -> Path:
+        start = time.perf_counter()
+        env = Environment(self.config, self.cache, self.progress)
+        self.timings["setup_s"] = time.perf_counter() - start
+        plans = []
+        for name, build in TRACKS.items():
+            if getattr(self.config.tracks, name).enabled:
+                t0 = time.perf_counter()
+                plans.append(build(env, self.config))
+                self.timings[f"plan_{name}_s"] = time.perf_counter() - t0
+        units = [(plan, method, target) for plan in plans for method in self.methods
+                 for target in (plan.targets if plan.kind == "split" else (None,))]
+        t0 = time.perf_counter()
+        for plan, method, target in tqdm(units, desc="benchmark", unit="unit", disable=not self.progress):
+            self._run_unit(plan, method, target)
+        self.timings["units_s"] = time.perf_counter() - t0
+        results = self.assemble()
+        self._write_provenance(env, plans, start)
+        self._render(results, plans, env)
+        self.timings["total_s"] = time.perf_counter() - start
+        self._write_provenance(env, plans, start)
+        return self.out
+
+    def _run_unit(self, plan: TrackPlan, method: Plugin, target: Target | None) -> None:
+        key = unit_id(plan.track, method.name, method.params_json, target.key if target else "*")
+        part = self.out / "parts" / f"{key}.csv"
+        if part.exists():
+            return
+        torch.manual_seed(self.config.seed)
+        executors = {"split": self._split_rows, "detection": self._detection_rows}
+        rows = executors[plan.kind](plan, method, target, key)
+        frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        atomic_write(part, lambda p: frame.to_csv(p, index=False))
+
+    def _row(self, plan: TrackPlan, method: Plugin, target_key: str, metric: Plugin, column: str,
+             value: float, status: str = "ok", reason: str = "") -> dict:
+        declared = {c.name: c for c in getattr(metric.instance, "columns", ())}
+        direction = declared[column].higher_is_better if column in declared else None
+        return dict(track=plan.track, model=self.config.model.name, layer=plan.context.layer,
+                    dataset=self.config.data.dataset, target=target_key, method=method.name,
+                    method_params=method.params_json, metric=metric.label, column=column,
+                    value=float(value), higher_is_better="" if direction is None else str(direction).lower(),
+                    main=column in declared, status=status, reason=reason, seed=self.config.seed)
+
+    def _not_applicable(self, plan, method, target_key, metric, reason, status="not_applicable") -> list[dict]:
+        return [self._row(plan, method, target_key, metric, c.name, float("nan"), status, reason)
+                for c in metric.instance.columns]
+
+    def _split_rows(self, plan: TrackPlan, method: Plugin, target: Target, key: str) -> list[dict]:
+        metrics = [m for m in self.metrics if m.instance.scope == "split"]
+        try:
+            split = method.instance.fit(plan.context, target)
+        except NotApplicable as why:
+            return [r for m in metrics for r in self._not_applicable(plan, method, target.key, m, str(why))]
+        rows = []
+        for metric in metrics:
+            try:
+                values = metric.instance.score(split, plan.context)
+            except NotApplicable as why:
+                rows += self._not_applicable(plan, method, target.key, metric, str(why))
+                continue
+            rows += [self._row(plan, method, target.key, metric, col, val) for col, val in sorted(values.items())]
+        from benchmark.traces import save_trace
+
+        save_trace(self.out / "traces" / f"{key}.pt", split, plan)
+        return rows
+
+    def _detection_rows(self, plan: TrackPlan, method: Plugin, _target: None, key: str) -> list[dict]:
+        metrics = [m for m in self.metrics if m.instance.scope == "detection"]
+        score = getattr(method.instance, "polysemanticity", None)
+        if score is None:
+            reason = f"{method.name} has no polysemanticity score"
+            return [r for m in metrics for r in self._not_applicable(plan, method, "*", m, reason)]
+        table = pd.DataFrame([
+            dict(channel=t.channel, concept_a=t.concepts[0], concept_b=t.concepts[1],
+                 score=float(score(plan.context, t.channel, t.concepts[0], t.concepts[1])))
+            for t in tqdm(plan.targets, desc=f"detection {method.name}", leave=False, disable=not self.progress)
+        ], columns=["channel", "concept_a", "concept_b", "score"])
+        atomic_write(self.out / "detection" / f"{method.name}-{key}.csv", lambda p: table.to_csv(p, index=False))
+        rows = []
+        for metric in metrics:
+            try:
+                values = metric.instance.score(table, plan.context)
+            except NotApplicable as why:
+                rows += self._not_applicable(plan, method, "*", metric, str(why))
+                continue
+            rows += [self._row(plan, method, "*", metric, col, val) for col, val in sorted(values.items())]
+        return rows
+
+    # -- outputs -------------------------------------------------------------------------
+    def assemble(self) -> pd.DataFrame:
+        parts = sorted((self.out / "parts").glob("*.csv"))
+        frames = [pd.read_csv(p, keep_default_na=False, na_values=[""], dtype={"reason": str, "higher_is_better": str})
+                  for p in parts]
+        results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
+        results["reason"] = results["reason"].fillna("")
+        results["higher_is_better"] = results["higher_is_better"].fillna("")
+        results = results.sort_values(["track", "method", "method_params", "target", "metric", "column"],
+                                      kind="stable").reset_index(drop=True)
+        atomic_write(self.out / "results.csv", lambda p: results.to_csv(p, index=False))
+        return results
+
+    def _write_provenance(self, env: Environment, plans: list[TrackPlan], start: float) -> None:
+        from benchmark.provenance import provenance
+
+        info = provenance(self.config, env.device)
+        info.update(timings=self.timings, tracks={p.track: {"targets": len(p.targets), **p.info} for p in plans},
+                    cache={"root": str(self.cache.root), "hits": self.cache.hits, "misses": self.cache.misses})
+        atomic_write_text(self.out / "run.json", json.dumps(info, indent=2, sort_keys=True, default=str))
+
+    def _render(self, results: pd.DataFrame, plans: list[TrackPlan], env: Environment) -> None:
+        from benchmark.figures import write_figures
+        from benchmark.tables import write_leaderboards
+
+        t0 = time.perf_counter()
+        write_leaderboards(results, self.out)
+        write_figures(self.out, results, plans, self.methods, env)
+        self.timings["render_s"] = time.perf_counter() - t0

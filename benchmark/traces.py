@@ -1,0 +1,57 @@
+"""Per-(method, target) activation traces kept for figures (density plots, recovery scatter).
+
+A trace holds, on held-out images (those of the target's concepts, else the first
+``max_images``): the spatially summed original channel (N,), the spatially summed virtual
+neurons (N, k), the labels (N,), the planted parts (N, 2) where there is ground truth, and
+the residual (N,) for surgery splits.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from benchmark.cache import atomic_write
+from benchmark.layers import channel_activation
+from benchmark.types import Split
+
+
+def evaluation_indices(split: Split, heldout, max_images: int = 512) -> torch.Tensor:
+    concepts = split.concepts or split.target.concepts
+    if concepts:
+        idx = heldout.indices_of(sorted({c for cs in concepts for c in cs}))
+    else:
+        idx = torch.arange(len(heldout))
+    return idx[:max_images]
+
+
+def compute_trace(split: Split, context, max_images: int = 512) -> dict:
+    idx = evaluation_indices(split, context.heldout, max_images)
+    model = context.model
+    truth = context.planted.get(split.target.channel)
+    chunks: dict[str, list] = {"orig": [], "virtual": [], "parts": [], "residual": []}
+    for start in range(0, len(idx), context.batch_size):
+        images = context.heldout.images(idx[start:start + context.batch_size]).to(context.device)
+        with torch.no_grad():
+            chunks["orig"].append(channel_activation(model, split.target.layer, split.target.channel, images).sum((1, 2)))
+            if truth is not None:
+                chunks["parts"].append(truth.parts_fn(images).sum((2, 3)))
+            residual = split.residual(images)
+            if residual is not None:
+                chunks["residual"].append(residual.sum((1, 2)))
+        chunks["virtual"].append(split.activations(images).detach().sum((2, 3)))
+    trace = {k: torch.cat(v).cpu() for k, v in chunks.items() if v}
+    trace["labels"] = context.heldout.labels[idx].clone()
+    trace["meta"] = {"method": split.method, "target": split.target.key, "k": split.k,
+                     "concepts": split.concepts or split.target.concepts}
+    return trace
+
+
+def save_trace(path: Path, split: Split, plan) -> Path:
+    trace = compute_trace(split, plan.context)
+    trace["meta"]["track"] = plan.track
+    return atomic_write(path, lambda p: torch.save(trace, p))
+
+
+def load_trace(path: Path) -> dict:
+    return torch.load(path, weights_only=False)
