@@ -201,6 +201,35 @@ def _table(args: argparse.Namespace) -> int:
 command("table", "render the leaderboard of one or more run folders (Markdown, LaTeX, CSV)")((_table_args, _table))
 
 
+# --- bench ------------------------------------------------------------------------------
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None, help="config name or .toml path (default: synthetic)")
+    p.add_argument("--images", type=int, default=512, help="images for the throughput passes")
+    p.add_argument("--json", dest="json_path", help="also write the figures as JSON to this file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--device", help="cpu or cuda")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmark.bench import bench, format_report, write_report
+    from benchmark.config import load_config, parse_override
+
+    overrides = dict(parse_override(s) for s in args.set)
+    if args.device:
+        overrides["device"] = args.device
+    report = bench(load_config(args.config, overrides), images=args.images)
+    print(format_report(report))
+    if args.json_path:
+        write_report(report, Path(args.json_path))
+        print(f"wrote {args.json_path}")
+    return 0
+
+
+command("bench", "measure throughput, capture overhead, attribution speed-up, fit/metric times and memory")((_bench_args, _bench))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmark import __version__
 

@@ -76,7 +76,8 @@ def pairs_track(env: Environment, config: RunConfig) -> TrackPlan:
 
 def _detected_pairs(context: Context, config: RunConfig) -> list[Target]:
     cfg = config.tracks.pairs
-    records = detect_polysemantic_pairs(context.model, context.layer, context.stats, p=cfg.p, gamma=cfg.gamma)
+    records = detect_polysemantic_pairs(context.model, context.layer, context.stats, p=cfg.p, gamma=cfg.gamma,
+                                       dataset=context.fit, batch_size=context.batch_size, device=context.device)
     chosen = sorted((r for r in records if r.polysemantic), key=lambda r: (r.cosine, r.channel))[: cfg.max_pairs]
     return [Target(config.model.name, context.layer, r.channel, ((r.class_a,), (r.class_b,))) for r in chosen]
 

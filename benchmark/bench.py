@@ -1,0 +1,150 @@
+"""``polysemy bench``: what the pipeline costs, measured, printed and saved as JSON.
+
+Figures: images/s of a bare forward+backward pass (true-class logit, gradients of every
+parameter, as in training without the optimiser step) and of the capture pass over the same
+images, their ratio (the capture "overhead"), the bytes of the cached statistics for N and
+N/2 images (streaming: independent of N), PURE-style per-neuron attributions batched over
+neurons vs a neuron-by-neuron loop, per-method fit time per target, per-metric time, wall
+time, peak RAM (and peak GPU memory on CUDA).
+"""
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from benchmark.cache import Cache, atomic_write_text
+from benchmark.capture import CaptureSpec, capture
+from benchmark.config import RunConfig
+from benchmark.datasets import Subset
+from benchmark.environment import Environment
+from benchmark.registry import METHODS, METRICS
+from benchmark.runner import resolve
+from benchmark.tracks import TRACKS
+from benchmark.types import NotApplicable
+
+FIELDS = ("model", "layer", "dataset", "images", "device", "bare_images_per_s", "capture_images_per_s",
+          "capture_overhead", "stats_bytes_n", "stats_bytes_half_n", "attribution_batched_s",
+          "attribution_loop_s", "attribution_speedup", "method_fit_s", "metric_s", "wall_s", "peak_ram_mb",
+          "peak_gpu_mb")
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, out
+
+
+def bare_forward_backward(model, dataset, batch_size: int, device: torch.device) -> float:
+    """Seconds for forward + backward of the true-class logits over ``dataset``."""
+    def run():
+        for images, labels in DataLoader(dataset, batch_size=batch_size):
+            logits = model(images.to(device))
+            logits.gather(1, labels.to(device)[:, None]).sum().backward()
+        model.zero_grad(set_to_none=True)
+    return _timed(run, device)[0]
+
+
+def _stats_bytes(stats) -> int:
+    return sum(t.numel() * t.element_size() for t in stats.to_tensors().values())
+
+
+def attribution_speed(context, n_images: int = 32, n_neurons: int = 16) -> dict[str, float]:
+    from benchmark.attribution import neuron_attributions, neuron_attributions_loop
+
+    images = context.fit.images(range(min(n_images, len(context.fit)))).to(context.device)
+    channels = list(range(min(n_neurons, context.stats.num_channels)))
+    args = (context.model, context.layer, None, images, channels)
+    batched, _ = _timed(lambda: neuron_attributions(*args), context.device)
+    loop, _ = _timed(lambda: neuron_attributions_loop(*args), context.device)
+    return {"attribution_batched_s": batched, "attribution_loop_s": loop, "attribution_speedup": loop / batched,
+            "attribution_shape": f"{len(channels)} neurons x {len(images)} images"}
+
+
+def bench(config: RunConfig, images: int = 512, progress: bool = True) -> dict[str, Any]:
+    """Measure everything listed in the module docstring for ``config``."""
+    start = time.perf_counter()
+    env = Environment(config, Cache(), progress)
+    device, layer = env.device, env.layer()
+    n = min(images, len(env.fit))
+    data = Subset(env.fit, range(n))
+    half = Subset(env.fit, range(max(1, n // 2)))
+    model = env.model
+    report: dict[str, Any] = {"model": config.model.name, "layer": layer, "dataset": config.data.dataset,
+                              "images": n, "device": str(device)}
+    bare_forward_backward(model, Subset(env.fit, range(min(n, config.batch_size))), config.batch_size, device)  # warm-up
+    bare = bare_forward_backward(model, data, config.batch_size, device)
+    spec = CaptureSpec(layer, top_k=config.capture.top_k, tau=config.capture.tau, batch_size=config.batch_size)
+    cap_s, stats = _timed(lambda: capture(model, data, spec, device, progress=False), device)
+    half_stats = capture(model, half, spec, device, progress=False)
+    report.update(bare_images_per_s=n / bare, capture_images_per_s=n / cap_s, capture_overhead=cap_s / bare,
+                  stats_bytes_n=_stats_bytes(stats), stats_bytes_half_n=_stats_bytes(half_stats))
+    context = env.context(layer)
+    report.update(attribution_speed(context))
+    report.update(_method_and_metric_times(env, config))
+    report["wall_s"] = time.perf_counter() - start
+    report["peak_ram_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    return report
+
+
+def _method_and_metric_times(env: Environment, config: RunConfig) -> dict[str, Any]:
+    plan = TRACKS["pairs"](env, config) if config.tracks.pairs.enabled else TRACKS["layer"](env, config)
+    targets = plan.targets[:2]
+    methods = resolve(METHODS, config.methods, dict(config.method_params))
+    metrics = [m for m in resolve(METRICS, config.metrics, dict(config.metric_params)) if m.instance.scope == "split"]
+    fit_s: dict[str, float] = {}
+    metric_s: dict[str, list[float]] = {m.label: [] for m in metrics}
+    for method in methods:
+        times = []
+        for target in targets:
+            try:
+                seconds, split = _timed(lambda: method.instance.fit(plan.context, target), env.device)
+            except NotApplicable:
+                continue
+            times.append(seconds)
+            for metric in metrics:
+                try:
+                    seconds, _ = _timed(lambda: metric.instance.score(split, plan.context), env.device)
+                    metric_s[metric.label].append(seconds)
+                except NotApplicable:
+                    pass
+        if times:
+            fit_s[method.name] = sum(times) / len(times)
+    return {"method_fit_s": fit_s, "metric_s": {k: sum(v) / len(v) for k, v in metric_s.items() if v},
+            "timed_track": plan.track, "timed_targets": len(targets)}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"polysemy bench: {report['model']} {report['layer']} on {report['images']} images of "
+             f"{report['dataset']} ({report['device']})",
+             f"  bare forward+backward   {report['bare_images_per_s']:10.1f} images/s",
+             f"  capture pass            {report['capture_images_per_s']:10.1f} images/s",
+             f"  capture overhead        {report['capture_overhead']:10.2f} x bare (target <= 1.3)",
+             f"  cached stats, N images  {report['stats_bytes_n']:10d} bytes",
+             f"  cached stats, N/2       {report['stats_bytes_half_n']:10d} bytes (streaming: equal)",
+             f"  attributions batched    {report['attribution_batched_s']:10.3f} s ({report['attribution_shape']})",
+             f"  attributions loop       {report['attribution_loop_s']:10.3f} s",
+             f"  attribution speed-up    {report['attribution_speedup']:10.1f} x (target >= 5)"]
+    for name, s in report["method_fit_s"].items():
+        lines.append(f"  fit {name:<20} {s:10.3f} s/target")
+    for name, s in report["metric_s"].items():
+        lines.append(f"  metric {name:<17} {s:10.3f} s/split")
+    lines.append(f"  wall time               {report['wall_s']:10.1f} s")
+    lines.append(f"  peak RAM                {report['peak_ram_mb']:10.0f} MB")
+    if report.get("peak_gpu_mb") is not None:
+        lines.append(f"  peak GPU memory         {report['peak_gpu_mb']:10.0f} MB")
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], path: Path) -> Path:
+    return atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True, default=str))
