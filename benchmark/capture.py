@@ -30,6 +30,7 @@ class CaptureSpec:
     top_k: int = 100
     tau: float | None = 0.03
     batch_size: int = 64
+    autocast_bf16: bool = False  # GPU option: forward/backward in bfloat16 autocast
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -66,33 +67,34 @@ class _Accumulator:
         self.spec, self.T = spec, num_classes
         self.ready = False
 
-    def _init(self, c_in: int, c_out: int) -> None:
+    def _init(self, c_in: int, c_out: int, device: torch.device) -> None:
+        # every accumulator lives on the compute device: no host-device sync per batch
         f64, T = torch.float64, self.T
-        self.counts = torch.zeros(T, dtype=torch.long)
-        self.input_sum = torch.zeros(T, c_in, dtype=f64)
-        self.output_sum = torch.zeros(T, c_out, dtype=f64)
-        empty_v, empty_i = torch.empty(c_out, 0), torch.empty(c_out, 0, dtype=torch.long)
+        self.counts = torch.zeros(T, dtype=torch.long, device=device)
+        self.input_sum = torch.zeros(T, c_in, dtype=f64, device=device)
+        self.output_sum = torch.zeros(T, c_out, dtype=f64, device=device)
+        empty_v = torch.empty(c_out, 0, device=device)
+        empty_i = torch.empty(c_out, 0, dtype=torch.long, device=device)
         self.top = {"max": (empty_v, empty_i), "mean": (empty_v.clone(), empty_i.clone())}
         if self.spec.tau is not None:
-            self.importance = torch.zeros(T, c_out, dtype=torch.long)
-            self.attribution = torch.zeros(T, c_out, dtype=f64)
+            self.importance = torch.zeros(T, c_out, dtype=torch.long, device=device)
+            self.attribution = torch.zeros(T, c_out, dtype=f64, device=device)
         self.ready = True
 
     def add(self, ids: Tensor, labels: Tensor, x: Tensor, z: Tensor, attribution: Tensor | None) -> None:
         if not self.ready:
-            self._init(x.shape[1], z.shape[1])
-        labels = labels.cpu()
-        x_sum = x.detach().flatten(2).sum(-1).double().cpu()
+            self._init(x.shape[1], z.shape[1], z.device)
+        labels, ids = labels.to(z.device), ids.to(z.device)
         z_flat = z.detach().flatten(2).float()
         self.counts += torch.bincount(labels, minlength=self.T)
-        self.input_sum.index_add_(0, labels, x_sum)
-        self.output_sum.index_add_(0, labels, z_flat.sum(-1).double().cpu())
-        ids_row = ids.cpu()[None, :].expand(z.shape[1], -1)
+        self.input_sum.index_add_(0, labels, x.detach().flatten(2).sum(-1).double())
+        self.output_sum.index_add_(0, labels, z_flat.sum(-1).double())
+        ids_row = ids[None, :].expand(z.shape[1], -1)
         for name, values in (("max", z_flat.amax(-1)), ("mean", z_flat.mean(-1))):
             v, i = self.top[name]
-            self.top[name] = _merge_topk(v, i, values.cpu().T, ids_row, self.spec.top_k)
+            self.top[name] = _merge_topk(v, i, values.T, ids_row, self.spec.top_k)
         if attribution is not None:
-            a = attribution.detach().double().cpu()  # (B, C_out)
+            a = attribution.detach().double()  # (B, C_out)
             threshold = self.spec.tau * a.clamp(min=0).sum(1, keepdim=True)
             self.importance.index_add_(0, labels, (a >= threshold).long())
             self.attribution.index_add_(0, labels, a)
@@ -100,11 +102,12 @@ class _Accumulator:
     def result(self) -> LayerStats:
         extra = {}
         if self.spec.tau is not None:
-            extra = dict(importance_counts=self.importance, attribution_sum=self.attribution, tau=self.spec.tau)
+            extra = dict(importance_counts=self.importance.cpu(), attribution_sum=self.attribution.cpu(),
+                         tau=self.spec.tau)
         return LayerStats(
-            class_counts=self.counts, input_sum=self.input_sum, output_sum=self.output_sum,
-            top_max_values=self.top["max"][0], top_max_ids=self.top["max"][1],
-            top_mean_values=self.top["mean"][0], top_mean_ids=self.top["mean"][1], **extra,
+            class_counts=self.counts.cpu(), input_sum=self.input_sum.cpu(), output_sum=self.output_sum.cpu(),
+            top_max_values=self.top["max"][0].cpu(), top_max_ids=self.top["max"][1].cpu(),
+            top_mean_values=self.top["mean"][0].cpu(), top_mean_ids=self.top["mean"][1].cpu(), **extra,
         )
 
 
@@ -148,7 +151,8 @@ def capture(
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     handle = layer.register_forward_hook(hook)
     try:
-        with eval_mode(model), torch.set_grad_enabled(need_grad):
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.autocast_bf16)
+        with eval_mode(model), torch.set_grad_enabled(need_grad), autocast:
             for ids, images, labels in tqdm(loader, desc=f"capture {spec.layer}", disable=not progress, unit="batch"):
                 images = images.to(device, non_blocking=True)
                 labels_dev = labels.to(device, non_blocking=True)
@@ -158,7 +162,7 @@ def capture(
                     z = box["z"]
                     true_logit = logits.gather(1, labels_dev[:, None]).sum()
                     (grad,) = torch.autograd.grad(true_logit, z)
-                    attribution = (z.detach() * grad).flatten(2).sum(-1)
+                    attribution = (z.detach().float() * grad.float()).flatten(2).sum(-1)
                 acc.add(ids, labels, box["x"], box["z"], attribution)
     finally:
         handle.remove()

@@ -142,3 +142,15 @@ def test_capture_errors_are_specific():
         capture(model, empty, CaptureSpec("conv2"), progress=False)
     with pytest.raises(ValueError, match="top_k"):
         CaptureSpec("conv2", top_k=0)
+
+
+def test_bf16_autocast_option_stays_close_to_float32():
+    """The stated accuracy check of the GPU option: class sums within 3% (relative to the
+    largest magnitude) and at least 80% of the top-5 references shared."""
+    model, data = TinyNet(), random_images(n=40)
+    exact = capture(model, data, CaptureSpec("conv2", top_k=5, tau=0.05), progress=False)
+    fast = capture(model, data, CaptureSpec("conv2", top_k=5, tau=0.05, autocast_bf16=True), progress=False)
+    scale = exact.output_sum.abs().max()
+    assert (fast.output_sum - exact.output_sum).abs().max() <= 0.03 * scale
+    shared = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(exact.top_max_ids, fast.top_max_ids))
+    assert shared >= 0.8 * exact.top_max_ids.numel()
