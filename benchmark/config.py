@@ -93,6 +93,7 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     batch_size: int = 128
+    num_workers: int = 0  # DataLoader workers of the capture pass (pinned memory on CUDA)
     output_dir: str = "runs/synthetic"
     methods: tuple = ("all",)
     metrics: tuple = ("all",)

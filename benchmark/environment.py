@@ -43,6 +43,8 @@ class Environment:
         dataset_factory = DATASETS.get(data.dataset)
         self.model: nn.Module = _call_with_supported(model_factory, weights=config.model.weights,
                                                      seed=config.seed).to(self.device).eval()
+        if self.device.type == "cuda":  # faster convolutions; numerically the same model
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.fit = self._load(dataset_factory, data.fit_split, data.fit_limit)
         self.heldout = self._load(dataset_factory, data.heldout_split, data.heldout_limit)
         self._contexts: dict[tuple, Context] = {}
@@ -72,7 +74,7 @@ class Environment:
             spec = CaptureSpec(layer, top_k=self.config.capture.top_k, tau=self.config.capture.tau,
                                batch_size=self.config.batch_size)
             stats = cached_capture(model, self.fit, spec, cache=self.cache, device=self.device,
-                                   progress=self.progress)
+                                   num_workers=self.config.num_workers, progress=self.progress)
             self._contexts[key] = Context(
                 model=model, model_name=self.config.model.name, layer=layer, fit=self.fit,
                 heldout=self.heldout, stats=stats, device=self.device,
