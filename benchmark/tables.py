@@ -1,0 +1,415 @@
+"""Leaderboards as pure pivots of saved results (the runner's tidy ``results.csv``).
+
+One row of a results table is one number: (track, model, layer, dataset, target, method,
+method_params, metric, column, seed) -> value, with the column's direction
+(``higher_is_better``), a ``status`` (ok / not_applicable / error) and ``main`` (whether
+the column is a declared metric column; diagnostics are not shown). From such rows:
+
+* :func:`load_results` concatenates several runs and labels methods (name plus the
+  hyperparameters that differ between runs of the same method);
+* :func:`leaderboard` pivots one track: methods x (metric, column); a cell is the mean
+  over targets (each target's seeds averaged first) with its standard error
+  (sd / sqrt(n), ddof = 1) or a seeded 95 % percentile-bootstrap interval over targets;
+* :func:`render` writes Markdown, LaTeX (booktabs) or CSV; :func:`write_leaderboards`
+  writes all three atomically.
+
+A metric that does not apply to a method shows "—", never 0. Nothing here needs a model
+or a registry: every fact shown is in the rows.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+
+COLUMNS = ("track", "model", "layer", "dataset", "target", "method", "method_params",
+           "metric", "column", "value", "higher_is_better", "status", "reason", "seed", "main")
+STATUSES = ("ok", "not_applicable", "error")
+UNCERTAINTIES = ("sem", "bootstrap")
+FORMATS = ("markdown", "latex", "csv")
+UNIT = ("model", "layer", "dataset", "target")  # one target; seeds are averaged within it
+DASH = "—"
+N_BOOT = 2000
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+# --------------------------------------------------------------------------- loading
+def load_results(run_dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate the ``results.csv`` of one or several run folders (or csv paths).
+
+    Adds ``run`` (the folder) and ``label`` (see :func:`method_labels`); types are
+    normalised as in :func:`normalise`.
+    """
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
+    frames = []
+    for run in run_dirs:
+        run = Path(run)
+        csv = run / "results.csv" if run.is_dir() else run
+        if not csv.is_file():
+            raise FileNotFoundError(f"no results table at {csv} (expected a run folder holding "
+                                    "results.csv, or the path of a results csv)")
+        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        missing = [c for c in COLUMNS if c not in raw.columns]
+        if missing:
+            raise ValueError(f"{csv} lacks columns {missing}; a results table has {list(COLUMNS)}")
+        raw["run"] = str(csv.parent)
+        frames.append(raw)
+    if not frames:
+        raise ValueError("load_results needs at least one run folder")
+    return normalise(pd.concat(frames, ignore_index=True))
+
+
+def _truth(v: Any, what: str, none_ok: bool) -> bool | None:
+    """True/False from a bool or 'true'/'false' text; None from ''/NaN when allowed."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    s = "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip().lower()
+    if s in _TRUE or s in _FALSE:
+        return s in _TRUE
+    if none_ok and s in ("", "none", "nan"):
+        return None
+    raise ValueError(f"{what} must be 'true' or 'false'" + (" or '' (no direction)" if none_ok else "")
+                     + f", got {v!r}")
+
+
+def normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """A typed copy: value float (NaN where empty), seed int, main bool,
+    higher_is_better True/False/None, text columns str, ``label`` added if missing
+    (:func:`method_labels`). Checks columns and statuses."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"results lack columns {missing}; a results table has {list(COLUMNS)}")
+    out = df.copy()
+    for c in ("track", "model", "layer", "dataset", "target", "method", "method_params",
+              "metric", "column", "status", "reason"):
+        out[c] = out[c].fillna("").astype(str)
+    value = out["value"]
+    if not pd.api.types.is_numeric_dtype(value):  # text from a csv: "" means NaN
+        value = value.astype(object).map(lambda v: np.nan if v is None or str(v).strip() == "" else v)
+    out["value"] = pd.to_numeric(value, errors="raise").astype(float)
+    out["seed"] = pd.to_numeric(out["seed"], errors="raise").astype(int)
+    out["main"] = [bool(_truth(v, "main", False)) for v in out["main"]]
+    out["higher_is_better"] = pd.Series([_truth(v, "higher_is_better", True)
+                                         for v in out["higher_is_better"]], index=out.index, dtype=object)
+    bad = sorted(set(out["status"]) - set(STATUSES))
+    if bad:
+        raise ValueError(f"unknown status {bad}; allowed: {list(STATUSES)}")
+    if "label" not in out:
+        out["label"] = method_labels(out)
+    return out
+
+
+def _params(text: str) -> dict:
+    try:
+        params = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        params = None
+    if not isinstance(params, dict):
+        raise ValueError(f"method_params must be a JSON object (or empty), got {text!r}")
+    return params
+
+
+def _show(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+
+def method_labels(df: pd.DataFrame) -> pd.Series:
+    """Row label per result row: the method name, plus ``(key=value, ...)`` for the
+    hyperparameters whose values differ between the parameter sets of that method
+    (just the name when every row of the method has the same parameters)."""
+    labels = df["method"].astype(str).copy()
+    for method, rows in df.groupby("method", sort=False):
+        distinct = list(dict.fromkeys(rows["method_params"]))
+        if len(distinct) < 2:
+            continue
+        parsed = {s: _params(s) for s in distinct}
+        keys = sorted(set().union(*parsed.values()))
+        differ = [k for k in keys
+                  if len({_show(p[k]) if k in p else "\0unset" for p in parsed.values()}) > 1]
+        names = {s: f"{method}(" + ", ".join(
+            f"{k}={_show(p[k]) if k in p else 'unset'}" for k in differ) + ")"
+            for s, p in parsed.items()}
+        labels.loc[rows.index] = rows["method_params"].map(names)
+    return labels
+
+
+# ----------------------------------------------------------------------- aggregation
+def sem(values: Iterable[float]) -> float:
+    """Standard error of the mean, sd(ddof=1) / sqrt(n); NaN for fewer than 2 values."""
+    x = np.asarray(list(values), dtype=float)
+    return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) >= 2 else math.nan
+
+
+def bootstrap_ci(values: Iterable[float], seed: int = 0, n_boot: int = N_BOOT,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean: ``rng = default_rng(seed)``,
+    ``idx = rng.integers(0, n, (n_boot, n))``, quantiles of ``x[idx].mean(1)`` at
+    (1 -+ level) / 2. NaNs for fewer than 2 values."""
+    x = np.asarray(list(values), dtype=float)
+    if len(x) < 2:
+        return math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    lo, hi = np.quantile(x[idx].mean(axis=1), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def _directions(rows: pd.DataFrame) -> dict[tuple[str, str], bool | None]:
+    out: dict[tuple[str, str], bool | None] = {}
+    for key, g in rows.groupby(["metric", "column"], sort=False):
+        seen = set(g["higher_is_better"])
+        if len(seen) > 1:
+            raise ValueError(f"metric {key[0]!r} column {key[1]!r} has conflicting "
+                             f"higher_is_better values {sorted(map(str, seen))}")
+        out[key] = seen.pop()
+    return out
+
+
+def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "sem",
+                seed: int = 0, n_boot: int = N_BOOT) -> pd.DataFrame:
+    """Methods x (metric, column, stat) for one track (main columns only).
+
+    Stats: ``mean``, then ``sem`` or ``ci_low``/``ci_high``, then ``n`` (targets with a
+    value), ``n_total`` (targets the method was scored on) and ``n_error``. Only rows with
+    status ok and a finite value count. ``board.attrs`` holds the track, uncertainty,
+    directions and the datasets, models, layers and metric labels for captions.
+    """
+    if uncertainty not in UNCERTAINTIES:
+        raise ValueError(f"uncertainty must be one of {UNCERTAINTIES}, got {uncertainty!r}")
+    df = normalise(df)
+    tracks = list(dict.fromkeys(df["track"]))
+    if track is None:
+        if len(tracks) != 1:
+            raise ValueError(f"results hold tracks {tracks}; pass track= one of them")
+        track = tracks[0]
+    elif track not in tracks:
+        raise ValueError(f"no results for track {track!r}; tracks present: {tracks}")
+    rows = df[(df["track"] == track) & df["main"].astype(bool)]
+    if rows.empty:
+        raise ValueError(f"track {track!r} has no main metric columns")
+    directions = _directions(rows)
+    labels = list(dict.fromkeys(rows["label"]))
+    spread = ("sem",) if uncertainty == "sem" else ("ci_low", "ci_high")
+    stats = ("mean",) + spread + ("n", "n_total", "n_error")
+    columns = pd.MultiIndex.from_tuples([(m, c, s) for (m, c) in directions for s in stats],
+                                        names=["metric", "column", "stat"])
+    board = pd.DataFrame(np.nan, index=pd.Index(labels, name="method"), columns=columns)
+    for m, c, s in columns:
+        if s.startswith("n"):
+            board[(m, c, s)] = 0.0
+    for (label, metric, column), g in rows.groupby(["label", "metric", "column"], sort=False):
+        good = g[(g["status"] == "ok") & np.isfinite(g["value"])]
+        x = good.groupby(list(UNIT), sort=False)["value"].mean().to_numpy()
+        errors = g[g["status"] == "error"].groupby(list(UNIT)).ngroups
+        cell = {"n": len(x), "n_total": g.groupby(list(UNIT)).ngroups,
+                "n_error": errors, "mean": float(x.mean()) if len(x) else math.nan}
+        if uncertainty == "sem":
+            cell["sem"] = sem(x)
+        else:
+            cell["ci_low"], cell["ci_high"] = bootstrap_ci(x, seed=seed, n_boot=n_boot)
+        for s, v in cell.items():
+            board.loc[label, (metric, column, s)] = v
+    board.attrs = {
+        "track": track, "uncertainty": uncertainty, "seed": seed, "higher_is_better": directions,
+        "datasets": list(dict.fromkeys(rows["dataset"])), "models": list(dict.fromkeys(rows["model"])),
+        "layers": list(dict.fromkeys(rows["layer"])), "metrics": list(dict.fromkeys(rows["metric"])),
+        "n_targets": rows.groupby(list(UNIT)).ngroups,
+    }
+    return board
+
+
+# --------------------------------------------------------------------------- rendering
+def fmt_number(x: float) -> str:
+    """Three decimals (``0.812``); three significant digits in scientific notation for
+    magnitudes below 1e-3 or from 1e4 on (``4.2e-05``)."""
+    if not math.isfinite(x):
+        return str(x)
+    x = float(x) + 0.0  # no "-0.000"
+    return f"{x:.3f}" if x == 0 or 1e-3 <= abs(x) < 1e4 else f"{x:.3g}"
+
+
+def _cell_text(board: pd.DataFrame, label: str, metric: str, column: str) -> str:
+    get = lambda s: board.loc[label, (metric, column, s)]  # noqa: E731
+    n, total = int(get("n")), int(get("n_total"))
+    if n == 0:
+        return "error" if get("n_error") > 0 else DASH
+    text = fmt_number(get("mean"))
+    if board.attrs["uncertainty"] == "sem":
+        if math.isfinite(get("sem")):
+            text += f" ± {fmt_number(get('sem'))}"
+    elif math.isfinite(get("ci_low")):
+        text += f" [{fmt_number(get('ci_low'))}, {fmt_number(get('ci_high'))}]"
+    return text + (f" ({n}/{total})" if n < total else "")
+
+
+def _best(board: pd.DataFrame, metric: str, column: str, higher: bool | None) -> set[str]:
+    """Methods whose DISPLAYED mean is best (ties all best); none without a direction or
+    with fewer than two methods to compare."""
+    means = board[(metric, column, "mean")]
+    shown = {m: float(fmt_number(v)) for m, v in means.items()
+             if board.loc[m, (metric, column, "n")] > 0 and math.isfinite(v)}
+    if higher is None or len(shown) < 2:
+        return set()
+    best = max(shown.values()) if higher else min(shown.values())
+    return {m for m, v in shown.items() if v == best}
+
+
+def _keys(board: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((m, c) for m, c, _ in board.columns))
+
+
+def _notes(board: pd.DataFrame, latex: bool) -> str:
+    """The line naming datasets, models, layers and metric labels, and the cell legend."""
+    a = board.attrs
+    head = (f"Datasets: {'; '.join(a['datasets'])}. Models: {'; '.join(a['models'])}. "
+            f"Layers: {'; '.join(a['layers'])}. Metrics: {'; '.join(a['metrics'])}.")
+    pm, pct, dash, arrows = (("$\\pm$", "\\%", "---", "$\\uparrow$/$\\downarrow$") if latex
+                             else ("±", "%", DASH, "↑/↓"))
+    spread = f"{pm} standard error" if a["uncertainty"] == "sem" else f"[95{pct} bootstrap interval]"
+    counts = board.loc[:, [k for k in board.columns if k[2] in ("n", "n_total")]].to_numpy()
+    n, total = counts[:, 0::2], counts[:, 1::2]
+    partial = " (a/b): over a of the b targets scored;" if ((n > 0) & (n < total)).any() else ""
+    return ((_tex(head) if latex else head)
+            + f" Cells: mean {spread} over {a['n_targets']} targets (seeds averaged per target);"
+            f"{partial} {dash} not applicable; best in bold; {arrows}: higher/lower is better.")
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}", "±": r"$\pm$", DASH: "---", "↑": r"$\uparrow$",
+        "↓": r"$\downarrow$"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in text)
+
+
+def _markdown(board: pd.DataFrame, caption: str) -> str:
+    arrow = {True: " ↑", False: " ↓", None: ""}
+    dirs = board.attrs["higher_is_better"]
+    keys = _keys(board)
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    lines = [f"**{esc(caption)}**", "",
+             "| method | " + " | ".join(esc(f"{m} / {c}") + arrow[dirs[(m, c)]] for m, c in keys) + " |",
+             "|:--" + "|--:" * len(keys) + "|"]
+    best = {k: _best(board, *k, dirs[k]) for k in keys}
+    for label in board.index:
+        cells = [_cell_text(board, label, m, c) for m, c in keys]
+        cells = [f"**{t}**" if label in best[k] else t for t, k in zip(cells, keys)]
+        lines.append(f"| {esc(label)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", _notes(board, latex=False), ""])
+
+
+def _latex(board: pd.DataFrame, caption: str, tex_label: str) -> str:
+    arrow = {True: r" $\uparrow$", False: r" $\downarrow$", None: ""}
+    dirs = board.attrs["higher_is_better"]
+    keys = _keys(board)
+    groups: dict[str, list[str]] = {}
+    for m, c in keys:
+        groups.setdefault(m, []).append(c)
+    top, rules, start = [], [], 2
+    for m, cols in groups.items():
+        top.append(f"\\multicolumn{{{len(cols)}}}{{c}}{{{_tex(m)}}}")
+        rules.append(f"\\cmidrule(lr){{{start}-{start + len(cols) - 1}}}")
+        start += len(cols)
+    best = {k: _best(board, *k, dirs[k]) for k in keys}
+    body = []
+    for label in board.index:
+        cells = [_tex(_cell_text(board, label, m, c)) for m, c in keys]
+        cells = [f"\\textbf{{{t}}}" if label in best[k] else t for t, k in zip(cells, keys)]
+        body.append(_tex(label) + " & " + " & ".join(cells) + r" \\")
+    return "\n".join([
+        r"% requires \usepackage{booktabs}", r"\begin{table}[htbp]", r"\centering",
+        f"\\caption{{{_tex(caption)} {_notes(board, latex=True)}}}",
+        f"\\label{{{tex_label}}}",
+        f"\\begin{{tabular}}{{l{'c' * len(keys)}}}", r"\toprule",
+        " & " + " & ".join(top) + r" \\", " ".join(rules),
+        "Method & " + " & ".join(_tex(c) + arrow[dirs[(m, c)]] for m, c in keys) + r" \\",
+        r"\midrule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+
+
+def long_table(board: pd.DataFrame) -> pd.DataFrame:
+    """The board as plain numbers, one row per (method, metric, column)."""
+    a = board.attrs
+    stats = list(dict.fromkeys(s for _, _, s in board.columns))
+    records = []
+    for label in board.index:
+        for m, c in _keys(board):
+            rec = {"track": a["track"], "method": label, "metric": m, "column": c,
+                   "higher_is_better": {True: "true", False: "false", None: ""}[a["higher_is_better"][(m, c)]]}
+            rec.update({s: board.loc[label, (m, c, s)] for s in stats})
+            n, err = rec["n"], rec["n_error"]
+            rec["cell"] = "ok" if n > 0 else ("error" if err > 0 else "not_applicable")
+            rec.update(models="; ".join(a["models"]), datasets="; ".join(a["datasets"]),
+                       layers="; ".join(a["layers"]), uncertainty=a["uncertainty"])
+            records.append(rec)
+    out = pd.DataFrame.from_records(records)
+    for s in ("n", "n_total", "n_error"):
+        out[s] = out[s].astype(int)
+    return out
+
+
+def render(board: pd.DataFrame, fmt: str = "markdown", caption: str | None = None,
+           tex_label: str | None = None) -> str:
+    """Text of a :func:`leaderboard` in ``markdown``, ``latex`` (booktabs) or ``csv``.
+
+    Best per column in bold (by the displayed mean; ties all bold; none for columns
+    without direction); arrows from ``higher_is_better``; the caption is followed by a
+    note naming datasets, models, layers and metric labels. ``tex_label`` defaults to
+    ``tab:leaderboard-<track>``. CSV: :func:`long_table`.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    if "track" not in board.attrs:
+        raise ValueError("render needs a board made by leaderboard() (its attrs are missing)")
+    caption = caption or f"Leaderboard, track {board.attrs['track']}."
+    if fmt == "markdown":
+        return _markdown(board, caption)
+    if fmt == "latex":
+        tag = re.sub(r"[^A-Za-z0-9]+", "-", board.attrs["track"]).strip("-")
+        return _latex(board, caption, tex_label or f"tab:leaderboard-{tag}")
+    return long_table(board).to_csv(index=False, lineterminator="\n")
+
+
+def write_leaderboards(df: pd.DataFrame, out_dir: str | Path, uncertainty: str = "sem",
+                       seed: int = 0) -> dict[str, Path]:
+    """Write ``leaderboard.md`` (a section per track; a subsection per model and dataset
+    when a track has several), ``leaderboard.tex`` and ``leaderboard.csv`` atomically.
+    Returns ``{"markdown": path, "latex": path, "csv": path}``."""
+    df = normalise(df)
+    md, tex, frames = ["# Leaderboard", ""], [], []
+    for track in dict.fromkeys(df["track"]):
+        part = df[df["track"] == track]
+        if not part["main"].astype(bool).any():
+            continue
+        md += [f"## Track: {track}", ""]
+        combos = list(dict.fromkeys(zip(part["model"], part["dataset"])))
+        for model, dataset in combos:
+            sub = part[(part["model"] == model) & (part["dataset"] == dataset)]
+            if not sub["main"].astype(bool).any():
+                continue
+            board = leaderboard(sub, track, uncertainty=uncertainty, seed=seed)
+            tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{track}-{model}-{dataset}").strip("-")
+            if len(combos) > 1:
+                md += [f"### {model} on {dataset}", ""]
+            md.append(render(board, "markdown"))
+            tex.append(render(board, "latex", tex_label=f"tab:leaderboard-{tag}" if len(combos) > 1 else None))
+            frames.append(long_table(board))
+    if not frames:
+        raise ValueError("no main metric rows to put in a leaderboard")
+    out = Path(out_dir)
+    paths = {"markdown": out / "leaderboard.md", "latex": out / "leaderboard.tex",
+             "csv": out / "leaderboard.csv"}
+    from benchmark.cache import atomic_write  # imported here: rendering alone needs no torch
+
+    texts = {"markdown": "\n".join(md), "latex": "\n".join(tex),
+             "csv": pd.concat(frames, ignore_index=True).to_csv(index=False, lineterminator="\n")}
+    for kind, text in texts.items():
+        atomic_write(paths[kind], lambda p, text=text: p.write_text(text, encoding="utf-8"))
+    return paths

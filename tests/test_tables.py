@@ -1,0 +1,215 @@
+"""Leaderboard tables: golden Markdown/LaTeX on a hand-made results table, uncertainty
+by plain reference formulas, labels when runs are combined, atomic writes."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.tables import (
+    COLUMNS, bootstrap_ci, fmt_number, leaderboard, load_results, method_labels, render,
+    write_leaderboards,
+)
+
+
+def _rows(method, metric, column, values, hib, params="{}", main=True, track="pairs",
+          status=None, seeds=None, targets=None):
+    out = []
+    for i, v in enumerate(values):
+        out.append(dict(
+            track=track, model="synthnet", layer="layer3", dataset="synthetic-world",
+            target=(targets or [f"layer3#{t}" for t in range(len(values))])[i], method=method,
+            method_params=params, metric=metric, column=column, value=v, higher_is_better=hib,
+            status=status or ("ok" if np.isfinite(v) else "not_applicable"), reason="",
+            seed=(seeds or [0] * len(values))[i], main=main))
+    return out
+
+
+def golden_df() -> pd.DataFrame:
+    """2 methods x 2 metrics x 3 targets; residual_energy does not apply to kmeans."""
+    rows = []
+    rows += _rows("arv_surgery", "activation_ratio", "own", [0.9, 0.8, 1.0], "true")
+    rows += _rows("arv_surgery", "activation_ratio", "cross", [0.1, 0.2, 0.3], "false")
+    rows += _rows("arv_surgery", "residual_energy", "energy", [0.3, 0.1, 0.2], "false")
+    rows += _rows("arv_surgery", "residual_energy", "precision@0.30", [1.0, 1.0, 1.0], "", main=False)
+    rows += _rows("kmeans", "activation_ratio", "own", [0.7, 0.9, 0.8], "true")
+    rows += _rows("kmeans", "activation_ratio", "cross", [0.05, 0.10, 0.15], "false")
+    rows += _rows("kmeans", "residual_energy", "energy", [math.nan] * 3, "false")
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+# Hand computation (sem = sd(ddof=1) / sqrt(3)):
+#   arv own   0.9 0.8 1.0  -> mean 0.900, sd 0.1,  sem 0.0577 -> "0.900 ± 0.058" (best, higher)
+#   arv cross 0.1 0.2 0.3  -> mean 0.200, sd 0.1,  sem 0.0577 -> "0.200 ± 0.058"
+#   arv energy 0.3 0.1 0.2 -> mean 0.200, sd 0.1,  sem 0.0577 -> "0.200 ± 0.058" (alone: no bold)
+#   km  own   0.7 0.9 0.8  -> mean 0.800, sd 0.1,  sem 0.0577 -> "0.800 ± 0.058"
+#   km  cross .05 .10 .15  -> mean 0.100, sd 0.05, sem 0.0289 -> "0.100 ± 0.029" (best, lower)
+#   km  energy: not applicable -> "—"
+NOTE_MD = ("Datasets: synthetic-world. Models: synthnet. Layers: layer3. Metrics: activation_ratio; "
+           "residual_energy. Cells: mean ± standard error over 3 targets (seeds averaged per "
+           "target); — not applicable; best in bold; ↑/↓: higher/lower is better.")
+GOLDEN_MD = f"""**Leaderboard, track pairs.**
+
+| method | activation_ratio / own ↑ | activation_ratio / cross ↓ | residual_energy / energy ↓ |
+|:--|--:|--:|--:|
+| arv_surgery | **0.900 ± 0.058** | 0.200 ± 0.058 | 0.200 ± 0.058 |
+| kmeans | 0.800 ± 0.058 | **0.100 ± 0.029** | — |
+
+{NOTE_MD}
+"""
+GOLDEN_TEX = r"""% requires \usepackage{booktabs}
+\begin{table}[htbp]
+\centering
+\caption{Leaderboard, track pairs. Datasets: synthetic-world. Models: synthnet. Layers: layer3. Metrics: activation\_ratio; residual\_energy. Cells: mean $\pm$ standard error over 3 targets (seeds averaged per target); --- not applicable; best in bold; $\uparrow$/$\downarrow$: higher/lower is better.}
+\label{tab:leaderboard-pairs}
+\begin{tabular}{lccc}
+\toprule
+ & \multicolumn{2}{c}{activation\_ratio} & \multicolumn{1}{c}{residual\_energy} \\
+\cmidrule(lr){2-3} \cmidrule(lr){4-4}
+Method & own $\uparrow$ & cross $\downarrow$ & energy $\downarrow$ \\
+\midrule
+arv\_surgery & \textbf{0.900 $\pm$ 0.058} & 0.200 $\pm$ 0.058 & 0.200 $\pm$ 0.058 \\
+kmeans & 0.800 $\pm$ 0.058 & \textbf{0.100 $\pm$ 0.029} & --- \\
+\bottomrule
+\end{tabular}
+\end{table}
+"""
+
+
+def test_golden_markdown():
+    assert render(leaderboard(golden_df()), "markdown") == GOLDEN_MD
+
+
+def test_golden_latex():
+    assert render(leaderboard(golden_df()), "latex") == GOLDEN_TEX
+
+
+def test_board_numbers_and_not_applicable():
+    board = leaderboard(golden_df())
+    assert board.loc["kmeans", ("activation_ratio", "cross", "mean")] == pytest.approx(0.1)
+    assert board.loc["kmeans", ("activation_ratio", "cross", "sem")] == pytest.approx(0.05 / math.sqrt(3))
+    assert math.isnan(board.loc["kmeans", ("residual_energy", "energy", "mean")])  # never 0
+    assert board.loc["kmeans", ("residual_energy", "energy", "n")] == 0
+    assert "precision@0.30" not in board.columns.get_level_values("column")  # not a main column
+
+
+def test_csv_plain_numbers():
+    text = render(leaderboard(golden_df()), "csv")
+    assert "**" not in text and "±" not in text and "\\" not in text
+    back = pd.read_csv(pd.io.common.StringIO(text))
+    row = back[(back.method == "kmeans") & (back.column == "cross")].iloc[0]
+    assert row["mean"] == pytest.approx(0.1) and row["sem"] == pytest.approx(0.05 / math.sqrt(3))
+    na = back[(back.method == "kmeans") & (back.column == "energy")].iloc[0]
+    assert na["cell"] == "not_applicable" and math.isnan(na["mean"])
+
+
+def test_seeds_averaged_within_target_first():
+    rows = _rows("m", "x", "v", [1.0, 3.0, 5.0], "true", seeds=[0, 1, 0],
+                 targets=["t0", "t0", "t1"])
+    board = leaderboard(pd.DataFrame(rows))
+    # per target: t0 -> (1 + 3) / 2 = 2, t1 -> 5; mean 3.5, sem = |5 - 2| / 2 = 1.5
+    assert board.loc["m", ("x", "v", "mean")] == pytest.approx(3.5)
+    assert board.loc["m", ("x", "v", "sem")] == pytest.approx(1.5)
+
+
+def test_bootstrap_deterministic_and_matches_reference():
+    df = golden_df()
+    a = leaderboard(df, uncertainty="bootstrap", seed=3)
+    b = leaderboard(df, uncertainty="bootstrap", seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    x = np.array([0.05, 0.10, 0.15])
+    rng = np.random.default_rng(3)
+    means = x[rng.integers(0, 3, size=(2000, 3))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    assert a.loc["kmeans", ("activation_ratio", "cross", "ci_low")] == pytest.approx(lo)
+    assert a.loc["kmeans", ("activation_ratio", "cross", "ci_high")] == pytest.approx(hi)
+    x = np.random.default_rng(0).normal(size=10)
+    assert bootstrap_ci(x, seed=0) != bootstrap_ci(x, seed=1)
+    assert "[95% bootstrap interval]" in render(a)
+
+
+def test_ties_all_bold_and_no_bold_without_direction():
+    rows = _rows("a", "m", "up", [1.0, 2.0], "true") + _rows("b", "m", "up", [2.0, 1.0], "true")
+    rows += _rows("a", "m", "free", [1.0, 1.0], "") + _rows("b", "m", "free", [5.0, 5.0], "")
+    md = render(leaderboard(pd.DataFrame(rows)))
+    assert "| a | **1.500 ± 0.500** | 1.000 ± 0.000 |" in md
+    assert "| b | **1.500 ± 0.500** | 5.000 ± 0.000 |" in md
+    assert "m / free |" in md  # no arrow for a column without direction
+
+
+def test_partial_and_error_cells():
+    rows = _rows("a", "m", "v", [1.0, 2.0, math.nan], "true")
+    rows += _rows("b", "m", "v", [math.nan] * 3, "true", status="error")
+    md = render(leaderboard(pd.DataFrame(rows)))
+    assert "| a | 1.500 ± 0.500 (2/3) |" in md and "| b | error |" in md
+    assert "(a/b): over a of the b targets scored" in md
+
+
+def test_method_labels_show_only_differing_params():
+    df = pd.DataFrame(_rows("arv", "m", "v", [1.0], "true", params='{"rho": 0.5, "tau": 0.03}')
+                      + _rows("arv", "m", "v", [2.0], "true", params='{"rho": 1.0, "tau": 0.03}')
+                      + _rows("pure", "m", "v", [3.0], "true", params='{"k": 2}'))
+    assert list(method_labels(df)) == ["arv(rho=0.5)", "arv(rho=1.0)", "pure"]
+
+
+def _write_run(folder, rows):
+    folder.mkdir()
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame["higher_is_better"] = frame["higher_is_better"].astype(str)
+    frame["main"] = frame["main"].map({True: "true", False: "false"})
+    frame.to_csv(folder / "results.csv", index=False)
+
+
+def test_combining_two_runs(tmp_path):
+    _write_run(tmp_path / "run1", _rows("arv", "m", "v", [1.0, 2.0], "true", params='{"rho": 0.5}')
+               + _rows("pure", "m", "v", [3.0, 5.0], "true", params='{"k": 2}')
+               + _rows("pure", "r", "e", [math.nan, math.nan], "false", params='{"k": 2}'))
+    _write_run(tmp_path / "run2", _rows("arv", "m", "v", [4.0, 6.0], "true", params='{"rho": 1.0}')
+               + _rows("pure", "m", "v", [7.0, 9.0], "true", params='{"k": 2}',
+                       targets=["layer3#5", "layer3#6"]))
+    df = load_results([tmp_path / "run1", tmp_path / "run2"])
+    assert df["value"].dtype == float and df["main"].dtype == bool and len(df) == 10
+    assert df["value"].isna().sum() == 2  # empty csv cells are NaN
+    board = leaderboard(df)
+    assert list(board.index) == ["arv(rho=0.5)", "pure", "arv(rho=1.0)"]
+    assert board.loc["arv(rho=1.0)", ("m", "v", "mean")] == pytest.approx(5.0)
+    # same method and params in both runs: one row over the 4 targets (3, 5, 7, 9)
+    assert board.loc["pure", ("m", "v", "mean")] == pytest.approx(6.0)
+    assert board.loc["pure", ("m", "v", "n")] == 4
+    assert "| arv(rho=0.5) | 1.500 ± 0.500 | — |" in render(board)
+
+
+def test_bad_input_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results.csv"):
+        load_results(tmp_path)
+    with pytest.raises(ValueError, match="lack columns.*'metric'"):
+        leaderboard(golden_df().drop(columns=["metric"]))
+    with pytest.raises(ValueError, match="unknown status"):
+        leaderboard(golden_df().assign(status="fine"))
+    with pytest.raises(ValueError, match="uncertainty must be one of"):
+        leaderboard(golden_df(), uncertainty="std")
+    two = pd.concat([golden_df(), golden_df().assign(track="layer")])
+    with pytest.raises(ValueError, match="pass track="):
+        leaderboard(two)
+    with pytest.raises(ValueError, match="fmt must be one of"):
+        render(leaderboard(golden_df()), "html")
+
+
+def test_fmt_number():
+    assert [fmt_number(x) for x in (0.8123, 4.21e-5, -0.0, 12345.6, 2.0)] == [
+        "0.812", "4.21e-05", "0.000", "1.23e+04", "2.000"]
+
+
+def test_write_leaderboards(tmp_path):
+    df = pd.concat([golden_df(), golden_df().assign(track="layer")], ignore_index=True)
+    paths = write_leaderboards(df, tmp_path / "out")
+    md = paths["markdown"].read_text()
+    assert md.index("## Track: pairs") < md.index("## Track: layer")
+    assert GOLDEN_MD in md
+    assert paths["latex"].read_text().count(r"\begin{table}") == 2
+    csv = pd.read_csv(paths["csv"])
+    assert set(csv["track"]) == {"pairs", "layer"} and len(csv) == 2 * 2 * 3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "leaderboard.csv", "leaderboard.md", "leaderboard.tex"]  # no temp files left
