@@ -1,0 +1,139 @@
+"""activation_ratio: known answers on hand-built splits over TinyNet, and the attribution
+filter against a plainly written per-image reference."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import pytest
+import torch
+
+from benchmark.layers import capture_layer, channel_activation
+from benchmark.types import NotApplicable, Split, Target
+from metrics._common import original_with_attribution
+from metrics.activation_ratio import ActivationRatio
+from tests.fakes import tiny_context
+
+CHANNEL = 1  # in tiny_context() this channel passes the tau filter on every class
+CONCEPTS = ((0,), (1, 3))
+
+
+@functools.lru_cache(maxsize=1)
+def ctx():
+    return tiny_context()
+
+
+def label_lookup(context):
+    """image -> label through the first pixel (the random images are distinct there)."""
+    table = {}
+    for data in (context.fit, context.heldout):
+        for image, label in (data[i] for i in range(len(data))):
+            table[float(image[0, 0, 0])] = label
+    return lambda images: torch.tensor([table[float(x[0, 0, 0])] for x in images])
+
+
+def gated(context, weights_by_class, concepts=CONCEPTS, split_concepts=None, residual=None):
+    """Split with virtual neuron j = weights_by_class[label][j] * orig (orig of the real model)."""
+    labels_of = label_lookup(context)
+    w = torch.tensor(weights_by_class, dtype=torch.float32)  # (num_classes, k)
+
+    def virtual(images):
+        orig = channel_activation(context.model, "conv2", CHANNEL, images)
+        return w[labels_of(images)][:, :, None, None] * orig[:, None]
+
+    residual_fn = None
+    if residual is not None:
+        residual_fn = lambda images: residual * channel_activation(context.model, "conv2", CHANNEL, images)  # noqa: E731
+    return Split(Target("tiny", "conv2", CHANNEL, concepts), "hand", w.shape[1],
+                 "surgery" if residual is not None else "gating", virtual, residual_fn=residual_fn,
+                 concepts=split_concepts)
+
+
+def metric(**kw):
+    return ActivationRatio(**kw)
+
+
+def test_perfect_split_has_own_one_and_cross_zero():
+    # virtual neuron i = orig on concept-i images, 0 elsewhere (classes 0 | 1, 3)
+    split = gated(ctx(), [[1, 0], [0, 1], [0.5, 0.5], [0, 1]], split_concepts=CONCEPTS)
+    out = metric().score(split, ctx())
+    assert out["own"] == pytest.approx(1.0, abs=1e-9)
+    assert out["cross"] == pytest.approx(0.0, abs=1e-9)
+    assert out["gap"] == pytest.approx(1.0, abs=1e-9)
+    assert out["kept_c0"] == 6 and out["kept_c1"] == 12 and out["images_c1"] == 12
+
+
+def test_hand_ratios_and_matching_without_split_concepts():
+    weights = [[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.2, 0.8]]
+    named = metric().score(gated(ctx(), weights, split_concepts=CONCEPTS), ctx())
+    assert named["own"] == pytest.approx((0.9 + 0.8) / 2)
+    assert named["cross"] == pytest.approx((0.1 + 0.2) / 2)
+    assert named["ratio_v1_c0"] == pytest.approx(0.1)
+    # neurons in the other order and only the target's concepts: the matching finds them
+    swapped = metric().score(gated(ctx(), [row[::-1] for row in weights]), ctx())
+    assert swapped["own"] == pytest.approx(named["own"]) and swapped["cross"] == pytest.approx(named["cross"])
+    assert (swapped["matched_c0"], swapped["matched_c1"]) == (1.0, 0.0)
+    # with the neurons named in the wrong order the metric believes the names
+    wrong = metric().score(gated(ctx(), [row[::-1] for row in weights], split_concepts=CONCEPTS), ctx())
+    assert wrong["own"] == pytest.approx((0.1 + 0.2) / 2)
+
+
+def test_surgery_residual_ratio_and_no_split_baseline():
+    # d1 + d2 - res = orig with res = 0.1 orig
+    out = metric().score(gated(ctx(), [[1.05, 0.05], [0.05, 1.05], [0.55, 0.55], [0.05, 1.05]],
+                               split_concepts=CONCEPTS, residual=0.1), ctx())
+    assert out["residual_c0"] == pytest.approx(0.1) and out["residual_c1"] == pytest.approx(0.1)
+    assert out["own"] == pytest.approx(1.05) and out["cross"] == pytest.approx(0.05)
+    # k = 1, the channel itself: own = cross = 1, gap 0
+    single = metric().score(gated(ctx(), [[1.0]] * 4), ctx())
+    assert (single["own"], single["cross"], single["gap"]) == pytest.approx((1.0, 1.0, 0.0))
+    assert single["matched_c1"] == -1.0 or single["matched_c0"] == -1.0
+
+
+def reference_share(model, image, label, channel):
+    """Relative positive attribution of one image, written out plainly."""
+    with capture_layer(model, "conv2", retain_grad=True) as tap:
+        logits = model(image[None].requires_grad_(True))
+        logits[0, label].backward()
+    contribution = (tap.output * tap.output.grad).detach()[0].clamp(min=0).sum(dim=(1, 2))
+    model.zero_grad(set_to_none=True)
+    return float(contribution[channel] / contribution.sum())
+
+
+def test_attribution_filter_matches_plain_reference():
+    c = ctx()
+    images = c.heldout.images(range(8))
+    labels = c.heldout.labels[:8]
+    for channel in (0, 1, 2, 5):
+        orig, share = original_with_attribution(c.model, "conv2", channel, images, labels)
+        want = [reference_share(c.model, images[i], int(labels[i]), channel) for i in range(8)]
+        torch.testing.assert_close(share, torch.tensor(want), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(orig, channel_activation(c.model, "conv2", channel, images))
+    # the filter changes what is kept: a high tau keeps fewer images than the default
+    split = gated(c, [[1, 0], [0, 1], [0.5, 0.5], [0, 1]], split_concepts=CONCEPTS)
+    shares = original_with_attribution(c.model, "conv2", CHANNEL, c.heldout.images(range(24)), c.heldout.labels)[1]
+    tau = float(shares[c.heldout.labels == 0].median())
+    out = metric(tau=tau).score(split, c)
+    assert out["kept_c0"] == int((shares[c.heldout.labels == 0] >= tau).sum()) < 6
+
+
+def test_batching_does_not_change_the_result():
+    split = gated(ctx(), [[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.3, 0.7]])
+    a = metric().score(split, ctx())
+    b = metric().score(split, dataclasses.replace(ctx(), batch_size=5))
+    assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k]) for k in a)
+
+
+def test_not_applicable_cases_and_bad_input():
+    c = ctx()
+    no_concepts = gated(c, [[1, 0]] * 4, concepts=None)
+    with pytest.raises(NotApplicable, match="needs concepts"):
+        metric().score(no_concepts, c)
+    with pytest.raises(NotApplicable, match="no held-out image of concept 0"):
+        metric(eps=1e9).score(gated(c, [[1, 0], [0, 1], [0, 1], [0, 1]]), c)
+    with pytest.raises(NotApplicable, match="cross ratio"):
+        metric().score(gated(c, [[1.0]] * 4, concepts=((0,),)), c)
+    with pytest.raises(ValueError, match="tau"):
+        metric(tau=1.5)
+    all_values = metric().score(gated(c, [[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.3, 0.7]]), c)
+    assert all(isinstance(v, float) and v == v for v in all_values.values())
