@@ -1,0 +1,161 @@
+"""Weight surgery of Hesse et al. (CVPR-W 2025, arXiv 2504.12939), step 3, for k >= 2 concepts.
+
+Given ARVs ``a_i`` (one per concept) of output channel c, each input channel j goes to the
+first concept i (in concept order) with ``rho * a_i_j > max_{l != i} a_l_j``, else it is
+shared. For k = 2 this is the reference rule exactly: j in S1 if rho*a1_j > a2_j; else j in
+S2 if rho*a2_j > a1_j; else shared (S1 wins when both hold, possible for negative ARVs).
+
+Virtual neuron d_i keeps the weights of S_i and of the shared set (all other input weights
+zeroed), the residual ``res`` keeps the shared set only, and every one of them keeps the
+channel's bias, so that ``z_c = sum_i d_i - (k-1) * res`` holds exactly (the bias appears
+k - (k-1) = 1 times). :class:`DisentangledConv` replaces the conv: one conv with C + k output
+channels (slot c = d_1, slots C..C+k-2 = d_2..d_k, slot C+k-1 = res, as in the reference for
+k = 2) followed by the merge. The reference merges with a dense 1x1 conv (identity plus
+M[c, C+i] = +1, M[c, C+k-1] = -(k-1)); here the same linear map is applied as explicit
+arithmetic (:meth:`DisentangledConv.merge_weight` gives the matrix), which keeps the other
+channels bit-identical and is not degraded by TF32 convolutions on GPUs.
+
+rho objective (the reference's, generalised): with P_i(x) = sum_hw max(d_i(x), 0),
+``sum_i mean_{x in concept i} P_i / (max_{l != i} P_l + 1e-5)``; for k = 2 this is
+mean_{t1} P1/(P2+1e-5) + mean_{t2} P2/(P1+1e-5). The first rho of the grid reaching the
+maximum wins (Python's ``max`` over the reference's dict does the same).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+RHO_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05, 0.10, ..., 1.00
+EPS = 1e-5
+SHARED = -1
+
+
+def partition(arvs_kc: Tensor, rho: float) -> Tensor:
+    """(C_in,) long: the concept index owning each input channel, or ``SHARED`` (-1)."""
+    if arvs_kc.dim() != 2 or arvs_kc.shape[0] < 2:
+        raise ValueError(f"partition needs ARVs of shape (k >= 2, C_in), got {tuple(arvs_kc.shape)}")
+    if not rho > 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    a = arvs_kc.double()
+    k = a.shape[0]
+    owner = torch.full((a.shape[1],), SHARED, dtype=torch.long)
+    for i in range(k):
+        others = torch.cat([a[:i], a[i + 1:]]).amax(0)
+        wins = (rho * a[i] > others) & (owner == SHARED)
+        owner[wins] = i
+    return owner
+
+
+def virtual_weights(conv: nn.Conv2d, channel: int, owner: Tensor, k: int) -> tuple[Tensor, Tensor | None]:
+    """Weights (k+1, C_in, kh, kw) of d_1..d_k and res, and their bias (k+1,) (or None)."""
+    w = conv.weight.detach()[channel]
+    owner = owner.to(w.device)
+    rows = []
+    for i in range(k):
+        keep = (owner == i) | (owner == SHARED)
+        rows.append(w * keep[:, None, None].to(w.dtype))
+    rows.append(w * (owner == SHARED)[:, None, None].to(w.dtype))
+    bias = None if conv.bias is None else conv.bias.detach()[channel].repeat(k + 1)
+    return torch.stack(rows), bias
+
+
+def _conv_like(conv: nn.Conv2d, out_channels: int, weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
+    new = nn.Conv2d(conv.in_channels, out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, 1, bias is not None, conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    new.weight.requires_grad_(conv.weight.requires_grad)
+    return new
+
+
+def virtual_conv(conv: nn.Conv2d, channel: int, owner: Tensor, k: int) -> nn.Conv2d:
+    """A conv computing only (d_1, ..., d_k, res) from the layer input."""
+    weight, bias = virtual_weights(conv, channel, owner, k)
+    return _conv_like(conv, k + 1, weight, bias)
+
+
+class DisentangledConv(nn.Module):
+    """Drop-in replacement of a Conv2d whose channel ``channel`` is split into k virtual
+    neurons; its output equals the original conv's (see module docstring)."""
+
+    def __init__(self, conv: nn.Conv2d, channel: int, owner: Tensor, k: int):
+        super().__init__()
+        if conv.groups != 1:
+            raise ValueError(f"surgery supports groups=1 convolutions, got groups={conv.groups}")
+        C = conv.out_channels
+        weight, bias = virtual_weights(conv, channel, owner, k)
+        full_w = torch.cat([conv.weight.detach(), weight[1:]])
+        full_w[channel] = weight[0]
+        full_b = None
+        if conv.bias is not None:
+            full_b = torch.cat([conv.bias.detach(), bias[1:]])
+        self.expanded = _conv_like(conv, C + k, full_w, full_b)
+        self.channel, self.k, self.out_channels = int(channel), int(k), int(C)
+
+    def virtual_slots(self) -> list[int]:
+        """Output slots of ``expanded`` holding d_1..d_k (the residual is the last slot)."""
+        C = self.out_channels
+        return [self.channel] + list(range(C, C + self.k - 1))
+
+    def merge_weight(self) -> Tensor:
+        """The (C, C+k, 1, 1) 1x1 merge conv of the reference that ``forward`` applies."""
+        C, k = self.out_channels, self.k
+        m = torch.zeros(C, C + k, 1, 1, dtype=self.expanded.weight.dtype)
+        m[torch.arange(C), torch.arange(C)] = 1.0
+        m[self.channel, C:C + k - 1] = 1.0
+        m[self.channel, C + k - 1] = -(k - 1.0)
+        return m
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.expanded(x)
+        C, c = self.out_channels, self.channel
+        merged = y[:, self.virtual_slots()].sum(1) - (self.k - 1) * y[:, C + self.k - 1]
+        return torch.cat([y[:, :c], merged[:, None], y[:, c + 1:C]], dim=1)
+
+
+def disentangle_model(model: nn.Module, layer: str, channel: int, owner: Tensor, k: int) -> nn.Module:
+    """A deep copy of ``model`` (eval mode) with the conv at ``layer`` replaced by a
+    :class:`DisentangledConv`; the caller's model is not touched."""
+    new = copy.deepcopy(model)
+    parent_name, _, name = layer.rpartition(".")
+    parent = new.get_submodule(parent_name) if parent_name else new
+    conv = getattr(parent, name)
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"surgery needs a Conv2d at {layer!r}, found {type(conv).__name__}")
+    setattr(parent, name, DisentangledConv(conv, channel, owner, k))
+    return new.eval()
+
+
+def positive_mass(d_nkhw: Tensor) -> Tensor:
+    """P (N, k) = sum_hw max(d, 0)."""
+    return d_nkhw.clamp(min=0).flatten(2).sum(-1).double()
+
+
+def rho_objective(masses: Sequence[Tensor]) -> float:
+    """``sum_i mean_{x in concept i} P_i / (max_{l != i} P_l + eps)``; ``masses[i]`` is the
+    (N_i, k) positive mass of the images of concept i."""
+    total = 0.0
+    for i, p in enumerate(masses):
+        others = torch.cat([p[:, :i], p[:, i + 1:]], dim=1).amax(1)
+        total += float((p[:, i] / (others + EPS)).mean())
+    return total
+
+
+def tune_rho(conv: nn.Conv2d, channel: int, arvs_kc: Tensor, inputs: Sequence[Tensor],
+             grid: Sequence[float] = RHO_GRID) -> tuple[float, dict[float, float]]:
+    """The grid rho maximising :func:`rho_objective` on the layer inputs ``inputs[i]``
+    (N_i, C_in, H, W) of concept i's images, and the objective of every grid value."""
+    k = arvs_kc.shape[0]
+    scores: dict[float, float] = {}
+    with torch.no_grad():
+        for rho in grid:
+            vconv = virtual_conv(conv, channel, partition(arvs_kc, rho), k)
+            scores[float(rho)] = rho_objective([positive_mass(vconv(x)[:, :k]) for x in inputs])
+    best = max(scores, key=scores.get)  # first maximum in grid order
+    return best, scores
