@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.datasets import ImageDataset
-from benchmark.layers import check_channel, get_layer
+from benchmark.layers import channel_activation, check_channel, get_layer
 from benchmark.types import Context, Split
 
 
@@ -85,7 +85,5 @@ def original_with_attribution(model: nn.Module, layer: str, channel: int, images
 
 def original_channel(context: Context, split: Split, images: Tensor) -> Tensor:
     """(N, H, W) map of the target channel in the ORIGINAL model (no gradients)."""
-    from benchmark.layers import channel_activation
-
     with torch.no_grad():
         return channel_activation(context.model, split.target.layer, split.target.channel, images)

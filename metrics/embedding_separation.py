@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor
 
+from benchmark.crops import receptive_field_crops
 from benchmark.registry import EMBEDDERS, FEATURE_VIS, METRICS
 from benchmark.types import Column, Context, NotApplicable, Split
 from metrics._common import batches
@@ -54,7 +55,7 @@ def separation(embeddings: Tensor, groups: Sequence[int] | Tensor) -> tuple[floa
     _, counts = torch.unique(g, return_counts=True)
     if counts.numel() < 2 or int(counts.min()) < 2:
         raise ValueError(f"separation needs >= 2 groups of >= 2 members each, got group sizes {counts.tolist()}")
-    d = torch.cdist(x, x)
+    d = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")  # exact, not via x.x^T
     same = g[:, None] == g[None, :]
     off_diagonal = ~torch.eye(g.numel(), dtype=torch.bool)
     intra = d[same & off_diagonal].mean()
@@ -69,19 +70,24 @@ def _build_embedder(name: str, args: tuple[tuple[str, Any], ...]) -> Any:
     return EMBEDDERS.get(name)(**dict(args))
 
 
-def _crop_fn():
-    from benchmark.crops import receptive_field_crops
-
-    return receptive_field_crops
-
-
 @METRICS.register("embedding_separation")
 @dataclass(frozen=True)
 class EmbeddingSeparation:
     """Inter - intra embedding distance of the virtual neurons' images (PURE, Dreyer et al. 2024).
 
     Crops of reference images or feature visualisations; the unclustered mean distance is
-    the baseline."""
+    the baseline.
+
+    Attributes:
+        embedder, embedder_args: name in ``EMBEDDERS`` and its constructor arguments as
+            (name, value) pairs (a tuple keeps the metric hashable).
+        source: "crops" (receptive-field crops of reference images) or "fvis".
+        max_refs_per_neuron: first reference images used per virtual neuron.
+        crop_size, crop_threshold: crop side in pixels; heatmap fraction of its max that
+            bounds the crop (PURE: 2%).
+        fvis_backend, fvis_args, fvis_per_neuron: backend in ``FEATURE_VIS``, its arguments
+            (input size, device and seed default to the data's / context's), images per neuron.
+    """
 
     embedder: str = "judge"
     embedder_args: tuple[tuple[str, Any], ...] = ()
@@ -139,7 +145,6 @@ class EmbeddingSeparation:
             return self._fvis(split, context)
         if not split.reference_ids:
             raise NotApplicable(f"{split.method} gives no reference samples to crop")
-        crop = _crop_fn()
         parts, groups = [], []
         for i, ids in enumerate(split.reference_ids):
             ids = list(ids)[: self.max_refs_per_neuron]
@@ -148,7 +153,7 @@ class EmbeddingSeparation:
             fn = functools.partial(_virtual_map, split, i)
             for images, _ in batches(context.fit, ids, context.batch_size, context.device):
                 with torch.enable_grad():  # the crop heatmap is a gradient
-                    crops = crop(context.model, split.target.layer, fn, images, self.crop_size, self.crop_threshold)
+                    crops = receptive_field_crops(context.model, split.target.layer, fn, images, self.crop_size, self.crop_threshold)
                 parts.append(context.fit.to_unit_range(crops.detach()).cpu())
                 groups.extend([i] * crops.shape[0])
         if not parts:

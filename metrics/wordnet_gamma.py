@@ -24,6 +24,7 @@ cowboy hat | lampshade (wup 0.63) unrelated and golden retriever | tabby (0.71) 
 """
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
@@ -165,7 +166,13 @@ class WordNetGamma:
 
 
 def _as_classes(concept: Any) -> tuple[int, ...]:
-    """A concept cell: one class id or a sequence of them."""
+    """A concept cell: one class id, a sequence of them, or its text form ("(3, 7)", as a
+    saved detection CSV holds it)."""
+    if isinstance(concept, str):
+        try:
+            concept = ast.literal_eval(concept.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(f"cannot read the concept {concept!r}: expected class ids like '(3, 7)'") from None
     if isinstance(concept, (int, np.integer)):
         return (int(concept),)
     classes = tuple(int(t) for t in concept)

@@ -90,6 +90,9 @@ def test_metric_on_a_hand_table(fake_wordnet):
     assert WordNetGamma(measure="lch").label == "wordnet_gamma[lch<1.7]"
     assert len(DEFAULT_SWEEP) == 9 and DEFAULT_SWEEP[0] == 0.3 and DEFAULT_SWEEP[-1] == 0.7
     assert "precision@0.70" in WordNetGamma().score(hand_table(), fake_context(8))
+    # a table read back from CSV holds the concepts as text
+    as_text = hand_table().assign(concept_a=lambda t: t.concept_a.map(str), concept_b=lambda t: t.concept_b.map(str))
+    assert WordNetGamma(sweep=(0.05, 0.3, 0.5)).score(as_text, fake_context(8)) == out
 
 
 def test_metric_not_applicable_and_bad_tables(fake_wordnet):
