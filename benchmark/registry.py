@@ -83,14 +83,15 @@ class Registry:
 
 
 def hyperparameters(obj: Any) -> dict[str, Any]:
-    """Field name -> default of a dataclass (class or instance); empty for anything else."""
+    """Field name -> value (instance) or default (class) of a dataclass; empty for anything
+    else. Fields declared with ``compare=False`` (derived data such as tensors) are skipped."""
     if not is_dataclass(obj):
         return {}
     if not isinstance(obj, type):
-        return {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}
+        return {f.name: getattr(obj, f.name) for f in fields(obj) if f.init and f.compare}
     out: dict[str, Any] = {}
     for f in fields(obj):
-        if not f.init:
+        if not f.init or not f.compare:
             continue
         if f.default is not MISSING:
             out[f.name] = f.default
