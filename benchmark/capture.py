@@ -81,13 +81,13 @@ class _Accumulator:
             self.attribution = torch.zeros(T, c_out, dtype=f64, device=device)
         self.ready = True
 
-    def add(self, ids: Tensor, labels: Tensor, x: Tensor, z: Tensor, attribution: Tensor | None) -> None:
+    def add(self, ids: Tensor, labels: Tensor, x_sum: Tensor, z: Tensor, attribution: Tensor | None) -> None:
         if not self.ready:
-            self._init(x.shape[1], z.shape[1], z.device)
+            self._init(x_sum.shape[1], z.shape[1], z.device)
         labels, ids = labels.to(z.device), ids.to(z.device)
         z_flat = z.detach().flatten(2).float()
         self.counts += torch.bincount(labels, minlength=self.T)
-        self.input_sum.index_add_(0, labels, x.detach().flatten(2).sum(-1).double())
+        self.input_sum.index_add_(0, labels, x_sum.double())
         self.output_sum.index_add_(0, labels, z_flat.sum(-1).double())
         ids_row = ids[None, :].expand(z.shape[1], -1)
         for name, values in (("max", z_flat.amax(-1)), ("mean", z_flat.mean(-1))):
@@ -140,8 +140,11 @@ def capture(
     box: dict[str, Tensor] = {}
     need_grad = spec.tau is not None
 
+    def pre_hook(_module: nn.Module, args: tuple) -> None:
+        # summed BEFORE the layer runs: an in-place layer (ReLU(inplace=True)) overwrites its input
+        box["x_sum"] = args[0].detach().flatten(2).sum(-1)
+
     def hook(_module: nn.Module, args: tuple, output: Tensor):
-        box["x"] = args[0].detach()
         if need_grad:  # start the graph at the layer output: backward stops here
             output = output.detach().requires_grad_(True)
         box["z"] = output
@@ -149,7 +152,7 @@ def capture(
 
     loader = DataLoader(_IndexedDataset(dataset), batch_size=spec.batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
-    handle = layer.register_forward_hook(hook)
+    handles = [layer.register_forward_pre_hook(pre_hook), layer.register_forward_hook(hook)]
     try:
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.autocast_bf16)
         with eval_mode(model), torch.set_grad_enabled(need_grad), autocast:
@@ -163,9 +166,10 @@ def capture(
                     true_logit = logits.gather(1, labels_dev[:, None]).sum()
                     (grad,) = torch.autograd.grad(true_logit, z)
                     attribution = (z.detach().float() * grad.float()).flatten(2).sum(-1)
-                acc.add(ids, labels, box["x"], box["z"], attribution)
+                acc.add(ids, labels, box["x_sum"], box["z"], attribution)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     if not acc.ready:
         raise RuntimeError(f"layer {spec.layer!r} was never called during the forward pass")
     return acc.result()

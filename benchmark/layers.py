@@ -98,11 +98,16 @@ def layer_activations(model: nn.Module, path: str, images: Tensor, side: str = "
     layer = get_layer(model, path)
     box: dict[str, Tensor] = {}
 
-    def hook(_module: nn.Module, args: tuple, output: Tensor) -> None:
-        box["input"], box["output"] = args[0], output
+    def pre_hook(_module: nn.Module, args: tuple) -> None:
+        # read the input before the layer runs (an in-place layer would overwrite it)
+        box["input"] = args[0]
         raise _Stop
 
-    handle = layer.register_forward_hook(hook)
+    def hook(_module: nn.Module, args: tuple, output: Tensor) -> None:
+        box["output"] = output
+        raise _Stop
+
+    handle = layer.register_forward_pre_hook(pre_hook) if side == "input" else layer.register_forward_hook(hook)
     try:
         model(images)
     except _Stop:

@@ -154,3 +154,21 @@ def test_bf16_autocast_option_stays_close_to_float32():
     assert (fast.output_sum - exact.output_sum).abs().max() <= 0.03 * scale
     shared = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(exact.top_max_ids, fast.top_max_ids))
     assert shared >= 0.8 * exact.top_max_ids.numel()
+
+
+def test_input_of_an_inplace_layer_is_read_before_it_runs():
+    from benchmark.layers import layer_activations
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU(inplace=True), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    x = torch.randn(3, 3, 4, 4)
+    model(x)
+    pre = model[0](x).detach()
+    got = layer_activations(model, "1", x, side="input")
+    torch.testing.assert_close(got, pre)
+    assert (pre < 0).any(), "the check needs negative inputs that ReLU would overwrite"
+    data = random_images(n=8, num_classes=2, size=4)
+    stats = capture(model, data, CaptureSpec("1", top_k=2, tau=None), progress=False)
+    expected = torch.stack([model[0](data[i][0][None])[0].detach().sum((1, 2)) for i in range(8)])
+    labels = data.labels
+    for t in range(2):
+        torch.testing.assert_close(stats.input_sum[t].float(), expected[labels == t].sum(0), atol=1e-4, rtol=1e-4)
