@@ -55,9 +55,7 @@ def resolve(registry: Registry, names: Iterable[str], params: dict) -> list[Plug
     names = list(names)
     chosen = registry.names() if names == ["all"] else names
     for key in params:
-        if key not in chosen:
-            raise ConfigError(f"parameters given for {registry.kind} {key!r}, which is not selected "
-                              f"(selected: {', '.join(chosen)})")
+        registry.get(key)  # parameters for an unknown name are an error; for an unselected one, unused
     out = []
     for name in chosen:
         cls = registry.get(name)

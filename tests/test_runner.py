@@ -1,0 +1,175 @@
+"""The runner end to end on a tiny registered model: resume, refusals, specific errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmark.config import ConfigError, load_config
+from benchmark.registry import DATASETS, MODELS, UnknownNameError
+from benchmark.runner import RunDirectoryError, Runner
+from tests.fakes import TensorImages, TinyNet
+
+NUM_CLASSES = 16
+
+
+def _world_classes():
+    from benchmark.world.classes import CLASS_INFOS  # 16 real WordNet synsets
+
+    return CLASS_INFOS
+
+
+@MODELS.register("tiny_test_net", description="test-only TinyNet")
+def _tiny_model(seed: int = 0, **_):
+    model = TinyNet(num_classes=NUM_CLASSES, width=12, out=8, seed=seed).eval()
+    model.default_layer = "conv2"
+    return model
+
+
+@DATASETS.register("tiny_test_images", description="test-only random images of 16 WordNet classes")
+def _tiny_images(split: str = "train", seed: int = 0, **_):
+    g = torch.Generator().manual_seed(seed + (0 if split == "train" else 1))
+    n = 96 if split == "train" else 64
+    data = TensorImages(torch.randn(n, 3, 12, 12, generator=g), torch.arange(n) % NUM_CLASSES, NUM_CLASSES)
+    data.classes = _world_classes()
+    data.fingerprint += f"-{split}"
+    return data
+
+
+CONFIG = """
+name = "tiny"
+seed = 0
+batch_size = 32
+output_dir = "unused"
+methods = ["arv_surgery", "pure", "activation_kmeans", "identity", "random_split", "oracle"]
+metrics = ["activation_ratio", "residual_energy", "output_fidelity", "planted_recovery", "wordnet_gamma"]
+
+[model]
+name = "tiny_test_net"
+
+[data]
+dataset = "tiny_test_images"
+
+[capture]
+top_k = 12
+tau = 0.05
+
+[tracks.planted]
+num_channels = 1
+wordnet_threshold = 0.6
+
+[tracks.pairs]
+source = "given"
+pairs = [[0, [0], [5]], [1, [1], [6]]]
+
+[tracks.layer]
+layer = "act2"
+num_channels = 2
+
+[tracks.detection]
+p = 0.1
+max_pairs = 12
+
+[method_params.pure]
+n_ref = 10
+n_init = 2
+[method_params.activation_kmeans]
+n_ref = 10
+[method_params.identity]
+n_ref = 10
+[method_params.random_split]
+n_ref = 10
+[method_params.oracle]
+n_ref = 10
+"""
+
+
+def tiny_config(tmp_path: Path, **overrides):
+    path = tmp_path / "tiny.toml"
+    path.write_text(CONFIG)
+    return load_config(str(path), overrides)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("full")
+    out = Runner(tiny_config(tmp), output_dir=tmp / "run", progress=False).run()
+    return out
+
+
+def test_run_writes_results_leaderboards_figures_and_provenance(uninterrupted):
+    out = uninterrupted
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["track"]) == {"planted", "pairs", "layer", "detection"}
+    assert {"ok", "not_applicable"} <= set(results["status"])
+    # surgery is exact: the rewritten model's logits equal the original's
+    fidelity = results[(results.method == "arv_surgery") & (results.column == "max_abs_logit_diff")
+                       & (results.status == "ok")]
+    assert len(fidelity) > 0 and fidelity["value"].max() < 1e-4
+    # gating methods have no rewritten model: not applicable, shown as a dash, never 0
+    gated = results[(results.method == "pure") & (results.metric == "output_fidelity")]
+    assert (gated["status"] == "not_applicable").all() and gated["value"].isna().all()
+    # the oracle only applies to planted targets
+    oracle = results[(results.method == "oracle") & (results.track == "pairs")]
+    assert (oracle["status"] == "not_applicable").all()
+    board = (out / "leaderboard.md").read_text()
+    assert "—" in board and "arv_surgery" in board
+    assert "\\toprule" in (out / "leaderboard.tex").read_text()
+    run = json.loads((out / "run.json").read_text())
+    assert run["seed"] == 0 and "torch" in run["packages"] and run["git_commit"]
+    assert run["tracks"]["planted"]["targets"] == 1
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert "density_arv_surgery.png" in figures and "fvis_grid.png" in figures
+    assert any(name.startswith("recovery_oracle") for name in figures)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_resume_after_failure_gives_the_same_table(tmp_path, uninterrupted, monkeypatch):
+    config = tiny_config(tmp_path)
+    calls = {"n": 0}
+    original = Runner._run_unit
+
+    def failing(self, plan, method, target):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise RuntimeError("injected failure")
+        return original(self, plan, method, target)
+
+    monkeypatch.setattr(Runner, "_run_unit", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        Runner(config, output_dir=tmp_path / "run", progress=False).run()
+    assert len(list((tmp_path / "run" / "parts").glob("*.csv"))) == 6
+    assert not (tmp_path / "run" / "results.csv").exists()
+    monkeypatch.setattr(Runner, "_run_unit", original)
+    Runner(config, output_dir=tmp_path / "run", progress=False).run()
+    resumed = pd.read_csv(tmp_path / "run" / "results.csv")
+    full = pd.read_csv(uninterrupted / "results.csv")
+    pd.testing.assert_frame_equal(resumed, full)
+
+
+def test_output_folder_of_a_different_config_is_refused(tmp_path):
+    Runner(tiny_config(tmp_path, **{"tracks.pairs.enabled": False, "tracks.layer.enabled": False,
+                                    "tracks.detection.enabled": False, "tracks.planted.enabled": False}),
+           output_dir=tmp_path / "run", progress=False)
+    other = tiny_config(tmp_path, seed=1)
+    with pytest.raises(RunDirectoryError, match="different configuration"):
+        Runner(other, output_dir=tmp_path / "run", progress=False)
+    Runner(other, output_dir=tmp_path / "run", overwrite=True, progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
+
+
+def test_bad_names_parameters_and_paths_are_specific_errors(tmp_path):
+    with pytest.raises(UnknownNameError, match="unknown method 'pur'.*pure"):
+        Runner(tiny_config(tmp_path, methods=["pur"]), output_dir=tmp_path / "a", progress=False)
+    with pytest.raises(UnknownNameError, match="unknown metric"):
+        Runner(tiny_config(tmp_path, metrics=["accuracy"]), output_dir=tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError, match="unknown parameter.*n_references.*pure"):
+        Runner(tiny_config(tmp_path, **{"method_params.pure.n_references": 3}), output_dir=tmp_path / "c",
+               progress=False)
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        Runner(tiny_config(tmp_path, **{"data.root": str(tmp_path / "missing")}), output_dir=tmp_path / "d",
+               progress=False).run()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
