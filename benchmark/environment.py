@@ -21,10 +21,8 @@ from benchmark.types import Context, PlantedTruth
 
 
 def _call_with_supported(factory, **kwargs):
-    """Call a registry factory with the keyword arguments its signature accepts."""
+    """Call a registry factory with the (non-None) keyword arguments it names."""
     params = inspect.signature(factory).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return factory(**{k: v for k, v in kwargs.items() if v is not None})
     return factory(**{k: v for k, v in kwargs.items() if k in params and v is not None})
 
 

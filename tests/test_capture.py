@@ -172,3 +172,17 @@ def test_input_of_an_inplace_layer_is_read_before_it_runs():
     labels = data.labels
     for t in range(2):
         torch.testing.assert_close(stats.input_sum[t].float(), expected[labels == t].sum(0), atol=1e-4, rtol=1e-4)
+
+
+def test_model_fingerprint_covers_batchnorm_buffers_and_weights():
+    from benchmark.cache import model_fingerprint
+
+    a = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))  # 0-dim long buffer
+    b = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    b.load_state_dict(a.state_dict())
+    assert model_fingerprint(a) == model_fingerprint(b)
+    c = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    c.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        c[1].running_mean += 1
+    assert model_fingerprint(c) != model_fingerprint(a)
