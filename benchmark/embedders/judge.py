@@ -1,0 +1,68 @@
+"""The ``judge`` embedder: the synthetic world's judge network as an image embedder.
+
+Offline stand-in for CLIP in PURE's embedding-distance evaluation (Dreyer et al. 2024):
+the penultimate features of a network trained to predict the world's generating factors
+(``benchmark.world.judge``). Like every embedder it takes RGB images in [0, 1] (a
+dataset's ``to_unit_range`` of what it yields) and maps them to the world's input space
+itself; other sizes (receptive-field crops) are resized to the world's 32x32 (bilinear).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from benchmark.registry import EMBEDDERS
+
+
+def to_input_range(unit_nchw: Tensor) -> Tensor:
+    """[0, 1] RGB -> the world's input space (``benchmark.world.dataset.MEAN``/``STD`` = 0.5)."""
+    return unit_nchw * 2.0 - 1.0
+
+
+@functools.lru_cache(maxsize=4)
+def _judge_model(weights: str | None, seed: int, world_seed: int):
+    from benchmark.world.judge import load_judge
+
+    return load_judge(weights=weights, seed=seed, world_seed=world_seed)
+
+
+@EMBEDDERS.register("judge")
+@dataclass(frozen=True)
+class JudgeEmbedder:
+    """Penultimate 128-d features of the synthetic world's factor-predicting judge network.
+
+    ``weights``: a local weights file, or None for the cached/trained judge of
+    (``seed``, ``world_seed``). ``image_size``: inputs of another size are resized to it.
+    """
+
+    weights: str | None = None
+    seed: int = 1001
+    world_seed: int = 0
+    image_size: int = 32
+    batch_size: int = 512
+
+    @property
+    def name(self) -> str:
+        src = self.weights if self.weights is not None else f"seed{self.seed}-world{self.world_seed}"
+        return f"judge({src})"
+
+    @torch.no_grad()
+    def embed(self, images_nchw: Tensor) -> Tensor:
+        """(N, 3, H, W) RGB images in [0, 1] -> (N, 128) float embeddings on the CPU."""
+        if images_nchw.dim() != 4 or images_nchw.shape[1] != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images_nchw.shape)}")
+        if not images_nchw.is_floating_point():
+            raise TypeError(f"expected float RGB images in [0, 1], got {images_nchw.dtype}")
+        if images_nchw.numel() and (images_nchw.min() < -0.01 or images_nchw.max() > 1.01):
+            raise ValueError(f"expected RGB images in [0, 1], got values in [{float(images_nchw.min()):.2f}, "
+                             f"{float(images_nchw.max()):.2f}]: map dataset images with dataset.to_unit_range first")
+        model = _judge_model(self.weights, self.seed, self.world_seed)
+        x = to_input_range(images_nchw.detach().float().cpu().clamp(0.0, 1.0))
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        out = [model.embed(x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
+        return torch.cat(out) if out else torch.empty(0, model.heads["shape"].in_features)

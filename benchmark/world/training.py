@@ -1,0 +1,151 @@
+"""Training loop and weight cache shared by the world CNN and the judge network.
+
+Training is deterministic for a seed on a given machine and thread count: the
+initialisation and the shuffling draw from their own seeded generators (the caller's
+global RNG state is restored afterwards). Optimiser: AdamW with a one-cycle learning-rate
+schedule (Smith & Topin 2019). Trained weights are cached as safetensors files under
+``cache_root()/world/`` keyed by the hash of everything that determines them, written
+atomically; the file's metadata repeats that spec and records accuracy and training time.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from benchmark.cache import atomic_write, cache_root, canonical_json, spec_key
+from benchmark.world.dataset import to_input
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation hyperparameters (they are part of the weight cache key)."""
+
+    epochs: int = 4
+    batch_size: int = 128
+    max_lr: float = 0.01
+    weight_decay: float = 5e-4
+    pct_start: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not self.max_lr > 0:
+            raise ValueError(f"max_lr must be > 0, got {self.max_lr}")
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's global CPU RNG seeded, restoring the caller's state after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+OutputFn = Callable[[nn.Module, Tensor], Mapping[str, Tensor]]
+
+
+def fit(model: nn.Module, images_u8: Tensor, targets: Mapping[str, Tensor], output_fn: OutputFn,
+        config: TrainConfig, seed: int, desc: str, progress: bool = True) -> nn.Module:
+    """Train ``model`` in place to predict every ``targets[name]`` (class indices) with a
+    summed cross-entropy; ``output_fn(model, x)`` returns logits per target name."""
+    from tqdm.auto import tqdm
+
+    n = images_u8.shape[0]
+    for name, t in targets.items():
+        if t.shape != (n,):
+            raise ValueError(f"target {name!r} has shape {tuple(t.shape)}, expected ({n},)")
+    steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
+    opt = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.max_lr, total_steps=config.epochs * steps_per_epoch, pct_start=config.pct_start)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc=desc, disable=not progress, unit="step")
+    with seeded(seed):
+        for epoch in range(config.epochs):
+            order = torch.randperm(n, generator=gen)
+            correct = seen = 0
+            for step in range(steps_per_epoch):
+                idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+                out = output_fn(model, to_input(images_u8[idx]))
+                loss = sum(F.cross_entropy(out[k], targets[k][idx]) for k in targets)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                first = next(iter(targets))
+                correct += int((out[first].argmax(1) == targets[first][idx]).sum())
+                seen += idx.numel()
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", **{f"{first}_acc": f"{correct / seen:.3f}"})
+    bar.close()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images_u8: Tensor, output_fn: OutputFn, batch_size: int = 500) -> dict[str, Tensor]:
+    """Argmax predictions per output name over uint8 images."""
+    was_training = model.training
+    model.eval()
+    preds: dict[str, list[Tensor]] = {}
+    for start in range(0, images_u8.shape[0], batch_size):
+        out = output_fn(model, to_input(images_u8[start:start + batch_size]))
+        for k, v in out.items():
+            preds.setdefault(k, []).append(v.argmax(1))
+    model.train(was_training)
+    return {k: torch.cat(v) for k, v in preds.items()}
+
+
+def weights_path(name: str, spec: Mapping[str, Any]) -> Path:
+    """Where the weights for ``spec`` are cached."""
+    return cache_root() / "world" / f"{name}-{spec_key({'name': name, **spec})}.safetensors"
+
+
+def load_weights(path: Path | str, spec: Mapping[str, Any] | None = None) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+    """(state dict, metadata) from a safetensors or torch file; None when a cached file is
+    missing, unreadable or was stored for another spec (with a warning in the last two cases)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        if spec is None:
+            raise FileNotFoundError(f"weights file {path} does not exist")
+        return None
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                raw_meta = f.metadata() or {}
+            state = load_file(str(path))
+        else:
+            state, raw_meta = torch.load(path, map_location="cpu", weights_only=True), {}
+    except Exception as err:  # a broken cache file is recomputed, never used
+        if spec is None:
+            raise ValueError(f"cannot read weights file {path}: {err}") from err
+        warnings.warn(f"cached weights {path} are unreadable ({err}); retraining", stacklevel=3)
+        return None
+    meta = json.loads(raw_meta.get("info", "{}"))
+    if spec is not None and raw_meta.get("spec") != canonical_json(spec):
+        warnings.warn(f"cached weights {path} were stored for a different configuration; retraining", stacklevel=3)
+        return None
+    return state, meta
+
+
+def save_weights(path: Path, spec: Mapping[str, Any], model: nn.Module, info: Mapping[str, Any]) -> Path:
+    """Write the model's state dict atomically with its spec and info as metadata."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"spec": canonical_json(spec), "info": json.dumps(dict(info), sort_keys=True),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return atomic_write(path, lambda p: save_file(state, str(p), metadata=meta))

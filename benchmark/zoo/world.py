@@ -1,0 +1,46 @@
+"""Registers the synthetic world: the ``world_cnn`` model and the ``synthetic_world`` dataset.
+
+The embedded offline default of the benchmark (DESIGN.md, "The embedded default"); see
+``benchmark.world`` for the generator, the classes and the training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from benchmark.registry import DATASETS, MODELS
+
+
+@MODELS.register("world_cnn")
+def world_cnn(weights: str | Path | None = None, seed: int = 0, **kw) -> nn.Module:
+    """Small ResNet trained on the synthetic world (default layer ``blocks.2.conv2``).
+
+    ``weights``: a local weights file to load instead of the cached/trained model;
+    further keywords (``world_seed``, ``config``, ``train``, ``progress``) go to
+    :func:`benchmark.world.load_world_cnn`.
+    """
+    from benchmark.world.model import load_world_cnn
+
+    return load_world_cnn(weights=weights, seed=seed, **kw)
+
+
+@DATASETS.register("synthetic_world")
+def synthetic_world(split: str = "train", seed: int = 0, image_size: int | None = None,
+                    root: str | None = None, **kw):
+    """Procedurally generated 32x32 images of 16 WordNet classes with their generating factors.
+
+    ``image_size`` renders another size (the world CNN is trained at 32); ``root`` must be
+    None (nothing is read from disk). Keywords ``size`` and ``config`` go to
+    :class:`benchmark.world.SyntheticWorld`.
+    """
+    from benchmark.world.dataset import SyntheticWorld
+    from benchmark.world.generator import WorldConfig
+
+    if root is not None:
+        raise ValueError(f"synthetic_world is generated in memory and reads no files; got root={root!r} (leave it unset)")
+    if image_size is not None:
+        if "config" in kw:
+            raise ValueError("give either image_size or config, not both")
+        kw["config"] = WorldConfig(image_size=int(image_size))
+    return SyntheticWorld(split, seed=seed, **kw)
