@@ -13,7 +13,9 @@ from torch import nn
 
 from benchmark.capture import CaptureSpec, capture
 from benchmark.types import Context, NotApplicable, Target
-from methods.activation_clustering import ActivationClustering, Standardiser, concept_clusters, ward_num_clusters
+from methods.activation_clustering import (
+    ActivationClustering, Standardiser, concept_clusters, standardised_ward_threshold, ward_num_clusters,
+)
 from methods.activation_kmeans import ActivationKMeans, kmeans_groups
 from tests.fakes import TensorImages
 
@@ -85,6 +87,19 @@ def test_standardiser_known_answer_and_scale_invariance():
     assert concept_clusters(scaled, **RAW).k_ward > 2  # raw units do not transfer across scales
 
 
+def test_standardised_threshold_is_a_fraction_of_the_variance():
+    # four point masses at the corners (+-1, +-1), n/4 copies each; standardised, the total sum
+    # of squares is n; merging two neighbouring corners explains 1/4 of it, the last merge 1/2
+    n = 40
+    corners = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]]) * [3.0, 0.2] + [5.0, 1.0]
+    x = torch.from_numpy(np.repeat(corners, n // 4, axis=0))
+    f = Standardiser.fit(x)(x)
+    assert float((f ** 2).sum()) == pytest.approx(n)
+    k = {fr: ward_num_clusters(f.numpy(), standardised_ward_threshold(fr, n)) for fr in (0.2, 0.3, 0.6)}
+    assert k == {0.2: 4, 0.3: 2, 0.6: 1}
+    assert standardised_ward_threshold(0.5, 100) == pytest.approx(10.0)
+
+
 class ChannelMeanNet(nn.Module):
     """The 'layer' is an identity 1x1 conv, so its pooled output = the image's channel means."""
 
@@ -147,10 +162,13 @@ def test_one_concept_gives_a_k1_split_and_none_surviving_is_not_applicable():
 
 def test_standardised_mode_fits_end_to_end():
     ctx, ids_a, ids_b = two_concept_world()
-    split = ActivationClustering(n_ref=30, threshold_mode="standardised", threshold=4.5,
-                                 outlier_distance=6.0).fit(ctx, Target("mean", "layer", 0))
+    split = ActivationClustering(n_ref=30, threshold_mode="standardised").fit(ctx, Target("mean", "layer", 0))
     assert {frozenset(r) for r in split.reference_ids} == {frozenset(ids_a), frozenset(ids_b)}
-    assert split.info["threshold_mode"] == "standardised"
+    # defaults of the mode: a fraction 0.2 of the variance -> Ward distance sqrt(2 * 30 * 0.2)
+    assert split.info["threshold_mode"] == "standardised" and split.info["outlier_distance"] == 6.0
+    assert split.info["ward_threshold"] == pytest.approx(np.sqrt(12.0))
+    raw = ActivationClustering(n_ref=30).fit(ctx, Target("mean", "layer", 0))
+    assert raw.info["ward_threshold"] == 15.0 and raw.info["outlier_distance"] == 15.0
 
 
 def test_activation_kmeans_splits_the_two_concepts():
@@ -189,6 +207,10 @@ def test_bad_input_gets_specific_errors():
         ActivationKMeans(k=1)
     with pytest.raises(ValueError, match="threshold_mode must be one of"):
         ActivationClustering(threshold_mode="zscore")
+    with pytest.raises(ValueError, match="fraction of the variance in \\(0, 1\\], got 15"):
+        ActivationClustering(threshold_mode="standardised", threshold=15.0)
+    with pytest.raises(ValueError, match="must be > 0"):
+        ActivationClustering(outlier_distance=-1.0)
     with pytest.raises(ValueError, match="exceeds the 40 images"):
         ActivationClustering(n_ref=41).fit(ctx, Target("mean", "layer", 0))
     with pytest.raises(ValueError, match="top_k >= 31"):
