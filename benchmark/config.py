@@ -51,6 +51,7 @@ class PlantedTrack:
     layer: str | None = None
     num_channels: int = 2
     wordnet_threshold: float = 0.5  # the two parts' classes must be less similar (Wu-Palmer)
+    max_part_correlation: float = 0.5  # and their class profiles must correlate less than this
 
 
 @dataclass(frozen=True)

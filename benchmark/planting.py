@@ -60,15 +60,25 @@ def choose_channel_pairs(
     num_pairs: int,
     unrelated: Callable[[int, int], bool] | None = None,
     min_selectivity: float = 0.0,
+    max_profile_correlation: float = 0.5,
 ) -> list[tuple[int, int]]:
     """Greedily pair the most selective channels whose top classes are unrelated.
 
     Every chosen channel and every top class is used once. ``unrelated(t1, t2)`` defaults to
-    ``t1 != t2``; pass a WordNet- or group-based rule for real use.
+    ``t1 != t2``; pass a WordNet- or group-based rule for real use. The two channels' class
+    profiles (class-mean outputs) must correlate below ``max_profile_correlation`` (Pearson
+    over classes), so the planted parts are distinguishable signals, not one signal twice.
     """
     if num_pairs < 1:
         raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
     unrelated = unrelated or (lambda t1, t2: t1 != t2)
+    present = stats.class_counts > 0
+    profiles = (stats.output_sum[present] / stats.class_counts[present, None]).T  # (C, T')
+    profile_corr = torch.corrcoef(profiles).nan_to_num(1.0)
+
+    def compatible(a: ChannelSelectivity, b: ChannelSelectivity) -> bool:
+        return unrelated(a.top_class, b.top_class) and profile_corr[a.channel, b.channel] < max_profile_correlation
+
     ranked = sorted(class_selectivity(stats), key=lambda s: (-s.selectivity, s.channel))
     ranked = [s for s in ranked if s.selectivity >= min_selectivity]
     # best channel per class, so each part stands for one class
@@ -82,15 +92,15 @@ def choose_channel_pairs(
         if first.channel in used:
             continue
         for second in pool[i + 1:]:
-            if second.channel not in used and unrelated(first.top_class, second.top_class):
+            if second.channel not in used and compatible(first, second):
                 pairs.append((first.channel, second.channel))
                 used.update((first.channel, second.channel))
                 break
         if len(pairs) == num_pairs:
             return pairs
     raise ValueError(
-        f"only {len(pairs)} of {num_pairs} channel pairs with selectivity >= {min_selectivity} "
-        f"and unrelated top classes exist in this layer")
+        f"only {len(pairs)} of {num_pairs} channel pairs with selectivity >= {min_selectivity}, "
+        f"unrelated top classes and profile correlation < {max_profile_correlation} exist in this layer")
 
 
 def _conv_part(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:

@@ -179,11 +179,15 @@ class Runner:
         if score is None:
             reason = f"{method.name} has no polysemanticity score"
             return [r for m in metrics for r in self._not_applicable(plan, method, "*", m, reason)]
-        table = pd.DataFrame([
-            dict(channel=t.channel, concept_a=t.concepts[0], concept_b=t.concepts[1],
-                 score=float(score(plan.context, t.channel, t.concepts[0], t.concepts[1])))
-            for t in tqdm(plan.targets, desc=f"detection {method.name}", leave=False, disable=not self.progress)
-        ], columns=["channel", "concept_a", "concept_b", "score"])
+        records, skipped = [], 0
+        for t in tqdm(plan.targets, desc=f"detection {method.name}", leave=False, disable=not self.progress):
+            try:
+                value = float(score(plan.context, t.channel, t.concepts[0], t.concepts[1]))
+            except NotApplicable:  # e.g. a cosine of an all-zero vector: the pair is left out
+                skipped += 1
+                continue
+            records.append(dict(channel=t.channel, concept_a=t.concepts[0], concept_b=t.concepts[1], score=value))
+        table = pd.DataFrame(records, columns=["channel", "concept_a", "concept_b", "score"])
         atomic_write(self.out / "detection" / f"{method.name}-{key}.csv", lambda p: table.to_csv(p, index=False))
         rows = []
         for metric in metrics:
@@ -193,6 +197,7 @@ class Runner:
                 rows += self._not_applicable(plan, method, "*", metric, str(why))
                 continue
             rows += [self._row(plan, method, "*", metric, col, val) for col, val in sorted(values.items())]
+            rows.append(self._row(plan, method, "*", metric, "pairs_unscored", float(skipped)))
         return rows
 
     # -- outputs -------------------------------------------------------------------------

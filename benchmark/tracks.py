@@ -51,7 +51,8 @@ def planted_track(env: Environment, config: RunConfig) -> TrackPlan:
     layer = env.layer(cfg.layer)
     base = env.context(layer)
     unrelated = wordnet_unrelated(env.fit.classes, cfg.wordnet_threshold)
-    pairs = choose_channel_pairs(base.stats, cfg.num_channels, unrelated)
+    pairs = choose_channel_pairs(base.stats, cfg.num_channels, unrelated,
+                                 max_profile_correlation=cfg.max_part_correlation)
     top = {s.channel: s.top_class for s in class_selectivity(base.stats)}
     classes = [((top[a],), (top[b],)) for a, b in pairs]
     planted_model, truths = plant(env.model, layer, pairs, classes)

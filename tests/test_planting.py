@@ -68,3 +68,14 @@ def test_chosen_pairs_come_from_real_capture_statistics():
     sel = {s.channel: s for s in class_selectivity(stats)}
     a, b = pairs[0]
     assert sel[a].top_class != sel[b].top_class
+
+
+def test_pairs_with_correlated_class_profiles_are_rejected():
+    from benchmark.stats import LayerStats
+    counts = torch.tensor([10, 10, 10, 10])
+    # channels 0 and 1 have different top classes but nearly the same profile over classes
+    means = torch.tensor([[5.0, 4.0, 1.0], [4.0, 5.0, 1.0], [0.0, 0.0, 3.0], [0.0, 0.1, 1.0]], dtype=torch.float64)
+    z = torch.zeros(3, 1, dtype=torch.long)
+    stats = LayerStats(counts, torch.zeros(4, 2, dtype=torch.float64), means * 10, z, z.float(), z, z.float())
+    assert choose_channel_pairs(stats, 1, max_profile_correlation=1.01) == [(0, 1)]
+    assert choose_channel_pairs(stats, 1, max_profile_correlation=0.5) == [(0, 2)]
