@@ -194,6 +194,11 @@ def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "
     if rows.empty:
         raise ValueError(f"track {track!r} has no main metric columns")
     directions = _directions(rows)
+    # a (metric, column) that applies to no method of this track is left out, not a column of dashes
+    scored = rows[((rows["status"] == "ok") & np.isfinite(rows["value"])) | (rows["status"] == "error")]
+    present = set(zip(scored["metric"], scored["column"]))
+    if present:
+        directions = {key: d for key, d in directions.items() if key in present}
     labels = list(dict.fromkeys(rows["label"]))
     spread = ("sem",) if uncertainty == "sem" else ("ci_low", "ci_high")
     stats = ("mean",) + spread + ("n", "n_total", "n_error")
@@ -204,6 +209,8 @@ def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "
         if s.startswith("n"):
             board[(m, c, s)] = 0.0
     for (label, metric, column), g in rows.groupby(["label", "metric", "column"], sort=False):
+        if (metric, column) not in directions:
+            continue
         good = g[(g["status"] == "ok") & np.isfinite(g["value"])]
         x = good.groupby(list(UNIT), sort=False)["value"].mean().to_numpy()
         errors = g[g["status"] == "error"].groupby(list(UNIT)).ngroups
