@@ -3,7 +3,7 @@
 Virtual neuron i = part i of :class:`benchmark.types.PlantedTruth` (the original filter i
 applied to the layer input), so the virtual neurons sum to the planted channel exactly
 (gating recomposition: orig = sum_i virtual_i). Reference ids: the channel's top ``n_ref``
-fit images by max activation, each given to the part with the larger spatial sum on it.
+fit images by max activation, each given to the part with the larger positive spatial sum on it.
 
 It calibrates the ceiling of the planted track: no method can recover the parts better.
 It does not apply to channels without planted ground truth.
@@ -53,7 +53,8 @@ class Oracle:
         with torch.no_grad():
             for start in range(0, ids.numel(), context.batch_size):
                 images = context.fit.images(ids[start:start + context.batch_size]).to(context.device)
-                sums.append(parts_fn(images).sum(dim=(2, 3)).cpu())
+                # positive spatial sum: the same ownership rule as metrics/planted_recovery.py
+                sums.append(parts_fn(images).clamp(min=0).sum(dim=(2, 3)).cpu())
         owner = torch.cat(sums).argmax(dim=1)
         groups = [ids[owner == i].tolist() for i in range(2)]
 
