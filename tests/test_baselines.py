@@ -90,9 +90,9 @@ def test_oracle_virtual_neurons_are_the_planted_parts():
     original = TinyNet(seed=0).eval()
     torch.testing.assert_close(parts[:, 1], channel_activation(original, LAYER, 3, x), atol=1e-5, rtol=0)
     assert split.concepts == ((0,), (1,))
-    # each reference goes to the part with the larger spatial sum on it
+    # each reference goes to the part with the larger positive spatial sum on it
     top = ctx.stats.top_max_ids[0, :12]
-    owner = ctx.planted[0].parts_fn(ctx.fit.images(top)).sum(dim=(2, 3)).argmax(1)
+    owner = ctx.planted[0].parts_fn(ctx.fit.images(top)).clamp(min=0).sum(dim=(2, 3)).argmax(1)
     assert split.reference_ids == (tuple(top[owner == 0].tolist()), tuple(top[owner == 1].tolist()))
 
 
