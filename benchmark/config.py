@@ -89,6 +89,14 @@ class TracksConfig:
 
 
 @dataclass(frozen=True)
+class FiguresConfig:
+    enabled: bool = True
+    fvis_backend: str = "maco"  # a FEATURE_VIS name
+    fvis_steps: int = 128
+    fvis_size: int | None = None  # image side in pixels; None = the backend's default
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = DEFAULT_CONFIG
     seed: int = 0
@@ -104,6 +112,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     tracks: TracksConfig = field(default_factory=TracksConfig)
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))

@@ -21,14 +21,14 @@ from benchmark import plots
 from benchmark.traces import load_trace
 from benchmark.types import NotApplicable
 
-FVIS_BACKEND = "maco"
-
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
 def write_figures(out: Path, results: pd.DataFrame, plans, methods, env) -> list[Path]:
+    if not env.config.figures.enabled:
+        return []
     fig_dir = out / "figures"
     traces = [load_trace(p) for p in sorted((out / "traces").glob("*.pt"))]
     by_key = {(t["meta"]["track"], t["meta"]["method"], t["meta"]["target"]): t for t in traces}
@@ -44,7 +44,7 @@ def write_figures(out: Path, results: pd.DataFrame, plans, methods, env) -> list
                 written += plots.density_plot(trace["orig"], trace["virtual"], trace["labels"],
                                               list(trace["meta"]["concepts"]), class_names,
                                               fig_dir / f"density_{_slug(m.name)}")
-        written += _fvis_grid(fig_dir, pairs, methods, env)
+        written += _fvis_grid(fig_dir, pairs, methods, env.config.figures)
     planted = plans_by_track.get("planted")
     if planted is not None and planted.targets:
         first = planted.targets[0].key
@@ -84,11 +84,14 @@ def _gamma_sweep(fig_dir: Path, results: pd.DataFrame) -> list[Path]:
     return plots.gamma_sweep(table[["method", "gamma", "precision", "recall"]], fig_dir / "gamma_sweep")
 
 
-def _fvis_grid(fig_dir: Path, plan, methods, env) -> list[Path]:
+def _fvis_grid(fig_dir: Path, plan, methods, figures) -> list[Path]:
     from benchmark.fvis._objectives import channel_objective, split_objective
     from benchmark.registry import FEATURE_VIS
 
-    backend = FEATURE_VIS.get(FVIS_BACKEND)()
+    options = {"steps": figures.fvis_steps}
+    if figures.fvis_size is not None:
+        options["image_size"] = figures.fvis_size
+    backend = FEATURE_VIS.get(figures.fvis_backend)(**options)
     context, target = plan.context, plan.targets[0]
     normalize = context.fit.from_unit_range
     images = {"original": backend.render(channel_objective(context.model, target.layer, target.channel), 2,
@@ -99,7 +102,7 @@ def _fvis_grid(fig_dir: Path, plan, methods, env) -> list[Path]:
         except NotApplicable:
             continue
         images[m.name] = backend.render(split_objective(split), split.k, normalize).images
-    return plots.fvis_grid(images, fig_dir / "fvis_grid", title=f"feature visualisations ({FVIS_BACKEND}), {target.key}")
+    return plots.fvis_grid(images, fig_dir / "fvis_grid", title=f"feature visualisations ({figures.fvis_backend}), {target.key}")
 
 
 def _attribution_embeddings(fig_dir: Path, plan, methods) -> list[Path]:

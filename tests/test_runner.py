@@ -73,6 +73,9 @@ num_channels = 2
 p = 0.1
 max_pairs = 12
 
+[figures]
+fvis_steps = 8
+
 [method_params.pure]
 n_ref = 10
 n_init = 2
