@@ -94,9 +94,9 @@ CONFIGS = {  # label -> (method name, non-default fields)
     "activation_clustering[standardised]": ("activation_clustering", {"threshold_mode": "standardised"}),
     "identity": ("identity", {}),
 }
-RAW_THRESHOLD_FINDING = (
-    "the paper's raw threshold (15, InceptionV3 units) finds k=1 on 2 of the 3 planted channels of the "
-    "world CNN; measured 0.413 vs chance 0.426 (world CNN trained with 2 threads)")
+# Measured margins over chance (planted pairs with class profiles correlating < 0.5):
+# arv_surgery +0.545, pure +0.194, activation_clustering[standardised] +0.170,
+# activation_clustering (raw, the paper's threshold) +0.062, activation_kmeans +0.049.
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +118,7 @@ def test_oracle_is_exact(scores):
 
 @pytest.mark.slow  # shares the fixture above
 @pytest.mark.parametrize("label", [
-    "arv_surgery", "pure", "activation_kmeans", "activation_clustering[standardised]",
-    pytest.param("activation_clustering", marks=pytest.mark.xfail(reason=RAW_THRESHOLD_FINDING, strict=False)),
+    "arv_surgery", "pure", "activation_kmeans", "activation_clustering[standardised]", "activation_clustering",
 ])
 def test_published_method_beats_chance_not_the_oracle(scores, label, record_property):
     score, chance, oracle = scores[label], scores["random_split"], scores["oracle"]
