@@ -102,7 +102,7 @@ def _fvis_grid(fig_dir: Path, plan, methods, figures) -> list[Path]:
         except NotApplicable:
             continue
         images[m.name] = backend.render(split_objective(split), split.k, normalize).images
-    return plots.fvis_grid(images, fig_dir / "fvis_grid", title=f"feature visualisations ({figures.fvis_backend}), {target.key}")
+    return plots.fvis_grid(images, fig_dir / "fvis_grid", title=f"{target.key} ({figures.fvis_backend})")
 
 
 def _attribution_embeddings(fig_dir: Path, plan, methods) -> list[Path]:

@@ -288,3 +288,17 @@ def test_example_grid_is_a_png(tmp_path):
     path = write_example_grid(tmp_path / "grid.png", per_class=2)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_training_works_when_triggered_inside_no_grad():
+    """Models train lazily on first use, e.g. the judge inside a metric's no_grad block."""
+    from benchmark.world.training import TrainConfig, fit
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    images = torch.randint(0, 255, (8, 3, 4, 4), dtype=torch.uint8)
+    labels = torch.arange(8) % 2
+    before = model[1].weight.detach().clone()
+    with torch.no_grad():
+        fit(model, images, {"label": labels}, lambda m, x: {"label": m(x)},
+            TrainConfig(epochs=1, batch_size=4), seed=0, desc="t", progress=False)
+    assert not torch.equal(before, model[1].weight)

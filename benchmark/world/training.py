@@ -70,7 +70,7 @@ def fit(model: nn.Module, images_u8: Tensor, targets: Mapping[str, Tensor], outp
     gen = torch.Generator().manual_seed(seed)
     model.train()
     bar = tqdm(total=config.epochs * steps_per_epoch, desc=desc, disable=not progress, unit="step")
-    with seeded(seed):
+    with seeded(seed), torch.enable_grad():  # training may be triggered lazily inside no_grad code
         for epoch in range(config.epochs):
             order = torch.randperm(n, generator=gen)
             correct = seen = 0
