@@ -230,6 +230,20 @@ def _bench(args: argparse.Namespace) -> int:
 command("bench", "measure throughput, capture overhead, attribution speed-up, fit/metric times and memory")((_bench_args, _bench))
 
 
+# --- world ------------------------------------------------------------------------------
+def _world_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out_dir", nargs="?", default="results", help="folder for world_examples.png and world_summary.md")
+
+
+def _world(args: argparse.Namespace) -> int:
+    from benchmark.world.__main__ import main as world_main
+
+    return world_main([args.out_dir])
+
+
+command("world", "train/load the synthetic world; write its example grid (PNG) and summary (Markdown)")((_world_args, _world))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmark import __version__
 
