@@ -55,7 +55,10 @@ class LucentFV:
         seed: seed of the initial spectrum and of the random transforms.
         sd: standard deviation of the initial spectrum (lucent's default 0.01).
         fft, decorrelate: lucent's parameterisation switches.
-        transforms: apply the (scaled) standard transforms.
+        transforms: apply the (scaled) standard transforms; None = only from 64 px on. They
+            were designed for 224 px images; on 32 px images (the synthetic world) they
+            dominate the image and measurably stop some virtual neurons' objectives from
+            rising (tests/test_fvis_world.py), so small renderings go without them.
         transform_scale: pad/jitter scale; None: ``image_size / 224``.
         device: where the objective runs.
     """
@@ -68,7 +71,7 @@ class LucentFV:
     sd: float = 0.01
     fft: bool = True
     decorrelate: bool = True
-    transforms: bool = True
+    transforms: bool | None = None
     transform_scale: float | None = None
     device: str = "cpu"
 
@@ -79,7 +82,8 @@ class LucentFV:
 
     def _transform(self, transform) -> Callable[[Tensor], Tensor]:
         """Lucent's ``standard_transforms`` with pad/jitter in pixels scaled to the image."""
-        if not self.transforms:
+        enabled = self.transforms if self.transforms is not None else self.image_size >= 64
+        if not enabled:
             return lambda x: x
         s = self.transform_scale if self.transform_scale is not None else self.image_size / 224
         return transform.compose([
