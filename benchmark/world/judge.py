@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from benchmark.world.classes import COLOURS, SHAPES, TEXTURES
 from benchmark.world.dataset import SyntheticWorld, config_digest
 from benchmark.world.generator import WorldConfig
-from benchmark.world.training import TrainConfig, fit, load_weights, predict, save_weights, seeded, weights_path
+from benchmark.world.training import TrainConfig, fit, load_or_train, predict, seeded
 
 JUDGE_FACTORS: dict[str, int] = {"shape": len(SHAPES), "texture": len(TEXTURES), "colour": len(COLOURS)}
 JUDGE_SEED = 1001
@@ -90,20 +90,6 @@ def load_judge(weights: str | Path | None = None, seed: int = JUDGE_SEED, world_
                config: WorldConfig = WorldConfig(), train: TrainConfig = JUDGE_TRAIN,
                train_size: int = 20_000, val_size: int = 4_000, progress: bool = True) -> JudgeNet:
     """The trained judge in eval mode: from ``weights`` if given, else cached or trained."""
-    model = JudgeNet()
-    if weights is not None:
-        state, meta = load_weights(weights)  # type: ignore[misc]
-        model.load_state_dict(state)
-        model.world_info = {**meta, "weights": str(weights)}
-        return model.eval()
     spec = judge_spec(seed, world_seed, config, train, train_size)
-    path = weights_path("judge", spec)
-    found = load_weights(path, spec)
-    if found is None:
-        model, info = train_judge(seed, world_seed, config, train, train_size, val_size, progress)
-        save_weights(path, spec, model, info)
-    else:
-        state, info = found
-        model.load_state_dict(state)
-    model.world_info = {**info, "weights": str(path)}
-    return model.eval()
+    return load_or_train("judge", JudgeNet(), spec, weights,
+                         lambda: train_judge(seed, world_seed, config, train, train_size, val_size, progress))

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from benchmark.world.dataset import SyntheticWorld, config_digest
 from benchmark.world.generator import WorldConfig
-from benchmark.world.training import TrainConfig, fit, load_weights, predict, save_weights, seeded, weights_path
+from benchmark.world.training import TrainConfig, fit, load_or_train, predict, seeded
 
 DEFAULT_LAYER = "blocks.2.conv2"
 WIDTHS: tuple[int, ...] = (16, 32, 64, 64)  # stem, block 0, block 1, block 2
@@ -108,20 +108,6 @@ def load_world_cnn(weights: str | Path | None = None, seed: int = 0, world_seed:
     from the cache, training and caching it on a miss (about a minute on 2 idle cores).
     ``val_size`` images of the val split measure the accuracy recorded after training.
     ``model.world_info`` holds the validation accuracy, training time and weights path."""
-    model = WorldCNN()
-    if weights is not None:
-        state, meta = load_weights(weights)  # type: ignore[misc]
-        model.load_state_dict(state)
-        model.world_info = {**meta, "weights": str(weights)}
-        return model.eval()
     spec = world_cnn_spec(seed, world_seed, config, train, train_size)
-    path = weights_path("world_cnn", spec)
-    found = load_weights(path, spec)
-    if found is None:
-        model, info = train_world_cnn(seed, world_seed, config, train, train_size, val_size, progress)
-        save_weights(path, spec, model, info)
-    else:
-        state, info = found
-        model.load_state_dict(state)
-    model.world_info = {**info, "weights": str(path)}
-    return model.eval()
+    return load_or_train("world_cnn", WorldCNN(), spec, weights,
+                         lambda: train_world_cnn(seed, world_seed, config, train, train_size, val_size, progress))

@@ -149,3 +149,26 @@ def save_weights(path: Path, spec: Mapping[str, Any], model: nn.Module, info: Ma
     meta = {"spec": canonical_json(spec), "info": json.dumps(dict(info), sort_keys=True),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     return atomic_write(path, lambda p: save_file(state, str(p), metadata=meta))
+
+
+def load_or_train(name: str, model: nn.Module, spec: Mapping[str, Any], weights: str | Path | None,
+                  train: Callable[[], tuple[nn.Module, dict[str, Any]]]) -> nn.Module:
+    """``model`` in eval mode with weights from the file ``weights`` if given, else from the
+    cache entry of ``spec``, else from ``train()`` (then cached). ``model.world_info`` holds
+    the recorded training info and the weights path."""
+    if weights is not None:
+        state, info = load_weights(weights)  # type: ignore[misc]
+        path = Path(weights)
+    else:
+        path = weights_path(name, spec)
+        found = load_weights(path, spec)
+        if found is None:
+            model, info = train()
+            save_weights(path, spec, model, info)
+            state = None
+        else:
+            state, info = found
+    if state is not None:
+        model.load_state_dict(state)
+    model.world_info = {**info, "weights": str(path)}
+    return model.eval()
