@@ -181,7 +181,8 @@ def _table_args(p: argparse.ArgumentParser) -> None:
 def _table(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmark.tables import leaderboard, load_results, render, write_leaderboards
+    from benchmark.table_render import render, write_leaderboards
+    from benchmark.tables import leaderboard, load_results
 
     for d in args.run_dirs:
         if not (Path(d) / "results.csv").exists():

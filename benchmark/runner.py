@@ -223,7 +223,7 @@ class Runner:
 
     def _render(self, results: pd.DataFrame, plans: list[TrackPlan], env: Environment) -> None:
         from benchmark.figures import write_figures
-        from benchmark.tables import write_leaderboards
+        from benchmark.table_render import write_leaderboards
 
         t0 = time.perf_counter()
         write_leaderboards(results, self.out)

@@ -8,10 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.tables import (
-    COLUMNS, bootstrap_ci, fmt_number, leaderboard, load_results, method_labels, render,
-    write_leaderboards,
-)
+from benchmark.table_render import fmt_number, render, write_leaderboards
+from benchmark.tables import COLUMNS, bootstrap_ci, leaderboard, load_results, method_labels
 
 
 def _rows(method, metric, column, values, hib, params="{}", main=True, track="pairs",
