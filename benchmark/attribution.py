@@ -38,8 +38,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from benchmark.capture import eval_mode
-from benchmark.layers import check_channel, get_layer
+from benchmark.layers import check_channel, eval_mode, get_layer
 
 EPS_NORM = 1e-10
 ELEMENT_BUDGET = 2**25  # elements of one replicated activation tensor; bounds the auto chunk

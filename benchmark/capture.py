@@ -7,9 +7,7 @@ pass is cached by (model weights, layer, dataset, parameters, code version).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +16,7 @@ from tqdm.auto import tqdm
 
 from benchmark.cache import Cache, model_fingerprint
 from benchmark.datasets import ImageDataset
-from benchmark.layers import get_layer
+from benchmark.layers import eval_mode, get_layer
 from benchmark.stats import LayerStats
 
 
@@ -39,17 +37,6 @@ class CaptureSpec:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.tau is not None and not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"tau must be in [0, 1] or None, got {self.tau}")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put the model in eval mode for the block and restore its previous mode after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def _merge_topk(values: Tensor, ids: Tensor, new_values: Tensor, new_ids: Tensor, k: int):

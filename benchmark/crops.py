@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from torchvision.transforms.functional import gaussian_blur
 
 from benchmark.fvis._common import IMAGENET_MEAN, IMAGENET_STD
-from benchmark.fvis._objectives import eval_mode, module_output
+from benchmark.fvis._objectives import module_output
+from benchmark.layers import eval_mode
 
 NeuronFn = Callable[[Tensor], Tensor]
 

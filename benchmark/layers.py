@@ -42,6 +42,19 @@ def num_output_channels(model: nn.Module, path: str, example: Tensor) -> int:
     return int(tap.output.shape[1])
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block (no BatchNorm statistic updates) and restore
+    every module's own ``training`` flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
 class LayerTap:
     """Holds the input and output seen by a hooked layer during the last forward."""
 

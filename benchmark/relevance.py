@@ -27,9 +27,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from benchmark.capture import eval_mode
 from benchmark.datasets import ImageDataset
-from benchmark.layers import check_channel, get_layer
+from benchmark.layers import check_channel, eval_mode, get_layer
 from benchmark.stats import LayerStats
 
 _MAX_BATCHED_ELEMENTS = 2**25  # elements of one channel-batched gradient (m, B, C_in, H, W)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from benchmark.capture import eval_mode
-from benchmark.layers import check_channel, layer_activations
+from benchmark.layers import check_channel, eval_mode, layer_activations
 from benchmark.types import Context, NotApplicable, Target
 
 RANKINGS = ("mean", "max")

@@ -38,8 +38,7 @@ from torch import Tensor
 
 from benchmark.attribution import BACKENDS, neuron_attributions
 from benchmark.cache import model_fingerprint
-from benchmark.capture import eval_mode
-from benchmark.layers import check_channel, layer_activations
+from benchmark.layers import check_channel, eval_mode, layer_activations
 from benchmark.registry import METHODS
 from benchmark.types import Context, NotApplicable, Split, Target
 from methods._gating import gated_split, nearest_centroid, one_hot_gates

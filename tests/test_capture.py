@@ -186,3 +186,13 @@ def test_model_fingerprint_covers_batchnorm_buffers_and_weights():
     with torch.no_grad():
         c[1].running_mean += 1
     assert model_fingerprint(c) != model_fingerprint(a)
+
+
+def test_eval_mode_restores_every_modules_own_flag():
+    from benchmark.layers import eval_mode
+
+    model = TinyNet().train()
+    model.conv1.eval()  # a mixed state, e.g. a frozen sub-module
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and model.conv2.training and not model.conv1.training

@@ -131,7 +131,7 @@ def test_bad_inputs(net, images):
         receptive_field_crops(net, "feat", 5, images)
     with pytest.raises(TypeError, match="int channel or a callable"):
         receptive_field_crops(net, "feat", 0.5, images)
-    with pytest.raises(KeyError, match="no module"):
+    with pytest.raises(KeyError, match="no layer 'nope'.*Close valid names"):
         receptive_field_crops(net, "nope", 0, images)
     with pytest.raises(ValueError, match="threshold"):
         crop_boxes(torch.ones(1, 4, 4), threshold=1.5)

@@ -110,7 +110,7 @@ def test_objective_helpers_match_plain_formulas(net):
         channel_objective(net, LAYER, [1, 2, 3])(x)
     with pytest.raises(IndexError, match="out of range"):
         channel_objective(net, LAYER, 12)(x)
-    with pytest.raises(KeyError, match="no module"):
+    with pytest.raises(KeyError, match="no layer '99'.*Close valid names"):
         channel_objective(net, "99", 0)
 
 

@@ -16,69 +16,21 @@ forward pass stops at the hooked module (later layers are not computed).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from benchmark.layers import eval_mode, get_layer, layer_activations
+
 Objective = Callable[[Tensor], Tensor]
 
 
-class _StopForward(Exception):
-    """Raised by the capture hook to skip the layers after the one we read."""
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode (no BatchNorm statistic updates) and restore every
-    module's ``training`` flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-def get_module(model: nn.Module, layer: str) -> nn.Module:
-    """The submodule at dotted path ``layer`` (e.g. ``"layer4.2"``); a clear error if absent."""
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a dotted module path (str), got {type(layer).__name__}")
-    try:
-        return model.get_submodule(layer)
-    except AttributeError:
-        names = [n for n, _ in model.named_modules() if n]
-        shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
-        raise KeyError(f"model has no module {layer!r}; modules: {shown}") from None
-
-
 def module_output(model: nn.Module, layer: str, images: Tensor) -> Tensor:
-    """Output of module ``layer`` for ``images`` (differentiable; the pass stops there).
-
-    The model is run in eval mode; its hooks and flags are restored afterwards.
-    """
-    module = get_module(model, layer)
-    captured: list[Tensor] = []
-
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-        if not isinstance(output, Tensor):
-            raise TypeError(f"module {layer!r} returned {type(output).__name__}, expected a Tensor")
-        captured.append(output)
-        raise _StopForward
-
-    handle = module.register_forward_hook(hook)
-    try:
-        with eval_mode(model):
-            model(images)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if not captured:
-        raise RuntimeError(f"module {layer!r} was not called during the forward pass")
-    return captured[0]
+    """Output of module ``layer`` for ``images`` in eval mode (differentiable; the forward
+    stops there; the model's hooks and flags are restored afterwards)."""
+    with eval_mode(model):
+        return layer_activations(model, layer, images)
 
 
 def _per_image_index(index: int | Sequence[int] | Tensor, n: int, what: str) -> Tensor:
@@ -104,7 +56,7 @@ def _spatial_mean(acts: Tensor) -> Tensor:
 def channel_objective(model: nn.Module, layer: str, channels: int | Sequence[int]) -> Objective:
     """Score image i by the mean spatial activation of ``channels[i]`` at ``layer``
     (one int: the same channel for every image)."""
-    get_module(model, layer)  # fail early on a wrong path
+    get_layer(model, layer)  # fail early on a wrong path
 
     def objective(images: Tensor) -> Tensor:
         pooled = _spatial_mean(module_output(model, layer, images))
@@ -121,7 +73,7 @@ def direction_objective(model: nn.Module, layer: str, directions: Tensor) -> Obj
 
     ``directions`` is (C,) (one direction for every image) or (N, C) (one per image).
     """
-    get_module(model, layer)
+    get_layer(model, layer)
     v = torch.as_tensor(directions, dtype=torch.float32)
     if v.dim() not in (1, 2):
         raise ValueError(f"directions must be (C,) or (N, C), got shape {tuple(v.shape)}")
