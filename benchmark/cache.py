@@ -1,24 +1,34 @@
 """Content-addressed cache of computed tensors (capture statistics, attributions, weights).
 
 An entry's key is the SHA-256 of a canonical JSON *spec*: statistic kind, model and weights
-identity, layer, dataset and transform, parameters and a code version. Entries are
-safetensors files whose metadata repeats the spec; writes are atomic (temp file + rename).
-A corrupted file, or one whose stored spec differs from the request, is recomputed with a
-warning and never used. The root is ``$POLYSEMY_CACHE`` or ``~/.cache/polysemy-bench``.
+identity, layer, dataset and transform, parameters, the package version and a fingerprint
+of the source of the modules that compute the entry (:func:`code_fingerprint`). Entries are
+safetensors files whose metadata repeats the spec and holds a SHA-256 checksum of the
+payload (every tensor's name, dtype, shape and bytes); writes are atomic (temp file +
+rename). A file that cannot be read, whose checksum does not match its tensors, or whose
+stored spec differs from the request is recomputed with a warning and never used.
+
+The root is ``$POLYSEMY_CACHE`` or ``~/.cache/polysemy-bench``. It carries a marker file
+(:data:`MARKER`) written with its first entry; a folder that holds anything else and no
+marker is refused, so the cache never writes into (or clears) a folder that is not its own.
+Administration (``ls``, ``clear``, ``verify``) lives in :mod:`benchmark.cache_admin`.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.util
 import json
 import os
-import shutil
+import re
 import tempfile
 import time
 import warnings
 import weakref
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -26,11 +36,56 @@ from torch import Tensor, nn
 from benchmark import __version__
 
 CACHE_ENV = "POLYSEMY_CACHE"
+MARKER = ".polysemy-bench-cache"
+MARKER_TEXT = "polysemy-bench cache (format 2). `polysemy cache clear` removes only the entries it wrote.\n"
+
+# Entry kinds: folder name -> what it holds. Only these folders are ever written or cleared.
+KINDS: dict[str, str] = {
+    "capture": "capture statistics of one (model, layer, dataset) pass",
+    "world": "trained weights of the synthetic world's CNN and judge",
+    "pure_attributions": "PURE attribution vectors of a channel's reference images",
+}
+# Modules whose code computes an entry of a kind: their fingerprint is part of every key
+# (the world's weights add the model's module, see benchmark.world.training.WORLD_CODE).
+KIND_CODE: dict[str, tuple[str, ...]] = {
+    "capture": ("benchmark.capture", "benchmark.stats"),
+    "pure_attributions": ("benchmark.attribution", "methods.pure"),
+}
+# Folders that may sit in the root but are not cache entries: listed, never cleared.
+PROVISIONED: dict[str, str] = {
+    "nltk_data": "WordNet provisioned for nltk (python -m benchmark.wordnet_setup); never cleared",
+}
+ENTRY_NAME = re.compile(r"^(?:[a-z][a-z0-9_]*-)?[0-9a-f]{32}\.safetensors$")
+TEMP_NAME = re.compile(r"^\.(?:[a-z][a-z0-9_]*-)?[0-9a-f]{32}\.safetensors\.[A-Za-z0-9_]+\.tmp$")
+
+
+class CacheError(RuntimeError):
+    """The cache root cannot be used (not a polysemy-bench cache, not writable, ...)."""
+
+
+def register_kind(name: str, description: str, code: tuple[str, ...] = ()) -> None:
+    """Declare a new entry kind (a folder under the root that ``clear`` may empty) and the
+    modules whose code computes its entries (fingerprinted into every key)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in PROVISIONED:
+        raise ValueError(f"invalid cache kind {name!r}: lower-case letters, digits and _ only")
+    KINDS[name] = description
+    KIND_CODE[name] = tuple(code)
+
+
+def check_kind(kind: str) -> str:
+    """``kind`` if it is a registered kind, else a CacheError listing them (close-name hint)."""
+    import difflib
+
+    if kind in KINDS:
+        return kind
+    close = difflib.get_close_matches(kind, KINDS, n=2)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise CacheError(f"unknown cache kind {kind!r}.{hint} Kinds: {', '.join(KINDS)}")
 
 
 def cache_root() -> Path:
     """The cache folder: ``$POLYSEMY_CACHE`` if set, else ``~/.cache/polysemy-bench``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "polysemy-bench")
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "polysemy-bench").expanduser()
 
 
 def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
@@ -63,6 +118,46 @@ def spec_key(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:32]
 
 
+def payload_checksum(tensors: Mapping[str, Tensor]) -> str:
+    """SHA-256 of every tensor's name, dtype, shape and bytes (sorted by name)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@lru_cache(maxsize=None)
+def _module_digest(module: str) -> str:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise ValueError(f"cannot fingerprint {module!r}: no Python source found")
+    tree = _strip_docstrings(ast.parse(Path(spec.origin).read_text()))
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+
+
+def code_fingerprint(*modules: str) -> str:
+    """Hash of the code of ``modules`` (their syntax trees without comments or docstrings),
+    so a change in the code that computes an entry gives it a new key, while edits of
+    unrelated modules (or of prose) keep every entry valid."""
+    digest = hashlib.sha256()
+    for module in sorted(set(modules)):
+        digest.update(f"{module}={_module_digest(module)};".encode())
+    return digest.hexdigest()[:16]
+
+
 _fingerprints: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
 
 
@@ -82,6 +177,94 @@ def model_fingerprint(model: nn.Module) -> str:
     return fp
 
 
+def _foreign_children(root: Path) -> list[str]:
+    """Names in ``root`` that a polysemy-bench cache does not put there."""
+    ours = set(KINDS) | set(PROVISIONED) | {MARKER}
+    return sorted(p.name for p in root.iterdir() if p.name not in ours and not p.name.startswith(".polysemy"))
+
+
+def ensure_root(root: Path) -> Path:
+    """Make ``root`` a usable cache folder (created and marked if new or empty; an unmarked
+    folder holding only cache folders is adopted); a specific CacheError otherwise."""
+    root = Path(root)
+    marker = root / MARKER
+    if root.exists() and not root.is_dir():
+        raise CacheError(f"cache root {root} is a file, not a folder (set ${CACHE_ENV} to a folder)")
+    if not marker.is_file():
+        if root.is_dir():
+            foreign = _foreign_children(root)
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+                raise CacheError(f"{root} is not a polysemy-bench cache (it holds {shown} and no {MARKER} "
+                                 f"marker); set ${CACHE_ENV} to an empty or new folder")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(marker, MARKER_TEXT)
+        except OSError as err:
+            raise CacheError(f"cache root {root} is not writable ({err.strerror or err}); "
+                             f"set ${CACHE_ENV} to a writable folder") from None
+    return root
+
+
+def check_writable(root: Path) -> None:
+    """Fail fast (before any computation) when the cache cannot store entries."""
+    ensure_root(root)
+    try:
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".polysemy-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise CacheError(f"cache root {root} is not writable ({err.strerror or err}); "
+                         f"set ${CACHE_ENV} to a writable folder") from None
+
+
+def save_entry(path: Path, spec_json: str, tensors: Mapping[str, Tensor], extra: Mapping[str, str] = {}) -> Path:
+    """Write ``tensors`` atomically with the spec, a payload checksum and ``extra`` metadata."""
+    from safetensors.torch import save_file
+
+    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {"spec": spec_json, "sha256": payload_checksum(contiguous),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+    try:
+        return atomic_write(path, lambda p: save_file(contiguous, str(p), metadata=meta))
+    except OSError as err:
+        raise CacheError(f"cannot write cache entry {path}: {err.strerror or err}") from None
+
+
+def read_entry(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(tensors, metadata) of an entry; ValueError when unreadable or the checksum fails."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"unreadable ({err})") from None
+    if "sha256" not in meta:
+        raise ValueError("no payload checksum (written by an older version)")
+    if payload_checksum(tensors) != meta["sha256"]:
+        raise ValueError("payload checksum mismatch (the data was altered after writing)")
+    return tensors, meta
+
+
+def load_entry(path: Path, spec_json: str, what: str = "cache file") -> tuple[dict[str, Tensor], dict[str, str]] | None:
+    """The entry at ``path`` if present, intact and stored for ``spec_json``; None (with a
+    warning when a file was there) otherwise."""
+    if not path.exists():
+        return None
+    try:
+        tensors, meta = read_entry(path)
+    except ValueError as err:
+        warnings.warn(f"{what} {path} is corrupted: {err}; recomputing", stacklevel=3)
+        return None
+    if meta.get("spec") != spec_json:
+        warnings.warn(f"{what} {path} was stored for a different request; recomputing", stacklevel=3)
+        return None
+    return tensors, meta
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     kind: str
@@ -95,43 +278,25 @@ class Cache:
     """Tensor cache under ``root/<kind>/<key>.safetensors``; counts hits and misses."""
 
     def __init__(self, root: Path | str | None = None):
-        self.root = Path(root) if root is not None else cache_root()
+        self.root = Path(root).expanduser() if root is not None else cache_root()
         self.hits = 0
         self.misses = 0
 
+    def _full_spec(self, kind: str, spec: Mapping[str, Any]) -> dict:
+        code = KIND_CODE.get(check_kind(kind), ())
+        return {"kind": kind, "version": __version__, **({"code": code_fingerprint(*code)} if code else {}), **spec}
+
     def path(self, kind: str, spec: Mapping[str, Any], suffix: str = ".safetensors") -> Path:
-        full = {"kind": kind, "version": __version__, **spec}
-        return self.root / kind / f"{spec_key(full)}{suffix}"
+        return self.root / kind / f"{spec_key(self._full_spec(kind, spec))}{suffix}"
 
     def load(self, kind: str, spec: Mapping[str, Any]) -> dict[str, Tensor] | None:
         """The stored tensors, or None when absent, corrupted or stored for another spec."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        from safetensors import safe_open
-
-        path = self.path(kind, spec)
-        if not path.exists():
-            return None
-        expected = canonical_json({"kind": kind, "version": __version__, **spec})
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                stored = (f.metadata() or {}).get("spec")
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            warnings.warn(f"cache file {path} is corrupted ({err}); recomputing", stacklevel=3)
-            return None
-        if stored != expected:
-            warnings.warn(f"cache file {path} was stored for a different request; recomputing", stacklevel=3)
-            return None
-        return tensors
+        found = load_entry(self.path(kind, spec), canonical_json(self._full_spec(kind, spec)))
+        return None if found is None else found[0]
 
     def save(self, kind: str, spec: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> Path:
-        from safetensors.torch import save_file
-
-        meta = {"spec": canonical_json({"kind": kind, "version": __version__, **spec}),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        return atomic_write(self.path(kind, spec), lambda p: save_file(contiguous, str(p), metadata=meta))
+        ensure_root(self.root)
+        return save_entry(self.path(kind, spec), canonical_json(self._full_spec(kind, spec)), tensors)
 
     def get_or_compute(
         self, kind: str, spec: Mapping[str, Any], compute: Callable[[], Mapping[str, Tensor]]
@@ -145,28 +310,21 @@ class Cache:
         self.save(kind, spec, tensors)
         return tensors
 
-    def entries(self) -> Iterator[CacheEntry]:
-        from safetensors import safe_open
+    def entries(self, kinds: Iterable[str] | None = None):
+        """Every entry file of the given (default: all) kinds, sorted, with its stored spec."""
+        from benchmark.cache_admin import entries
 
-        if not self.root.exists():
-            return
-        for path in sorted(self.root.glob("*/*")):
-            if path.name.startswith(".") or not path.is_file():
-                continue
-            spec: dict = {}
-            if path.suffix == ".safetensors":
-                try:
-                    with safe_open(str(path), framework="pt") as f:
-                        spec = json.loads((f.metadata() or {}).get("spec", "{}"))
-                except Exception:  # a listing never fails on a bad file
-                    spec = {"error": "unreadable"}
-            yield CacheEntry(path.parent.name, path.stem, path, path.stat().st_size, spec)
+        return entries(self, kinds)
 
     def clear(self, kind: str | None = None) -> int:
-        """Delete every entry (or those of one kind); returns how many files were removed."""
-        target = self.root / kind if kind else self.root
-        if not target.exists():
-            return 0
-        count = sum(1 for p in target.rglob("*") if p.is_file())
-        shutil.rmtree(target)
-        return count
+        """Delete the entries this cache wrote (of one kind, or of every kind); see
+        :func:`benchmark.cache_admin.clear`."""
+        from benchmark.cache_admin import clear
+
+        return clear(self, kind)
+
+    def verify(self, remove: bool = False):
+        """Check every entry's checksum; see :func:`benchmark.cache_admin.verify`."""
+        from benchmark.cache_admin import verify
+
+        return verify(self, remove)

@@ -50,32 +50,44 @@ command("list", "list every registered method, metric, model, dataset, embedder 
 
 # --- cache ------------------------------------------------------------------------------
 def _cache_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["ls", "clear"], help="ls: list entries; clear: delete them")
-    p.add_argument("--kind", help="only entries of this kind (e.g. capture, world)")
+    p.add_argument("action", choices=["ls", "clear", "verify"],
+                   help="ls: list kinds and entries; clear: delete entries (only files the cache wrote); "
+                        "verify: check every entry's checksum")
+    p.add_argument("--kind", help="only entries of this kind (capture, world, pure_attributions)")
     p.add_argument("--root", help="cache folder (default: $POLYSEMY_CACHE or ~/.cache/polysemy-bench)")
+    p.add_argument("--remove", action="store_true", help="verify: delete the entries that fail")
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from benchmark.cache import Cache
+    from benchmark.cache import Cache, check_kind
+    from benchmark.cache_admin import folders
 
     cache = Cache(args.root)
     if args.action == "clear":
         n = cache.clear(args.kind)
-        print(f"removed {n} file(s) from {cache.root / (args.kind or '')}")
+        print(f"removed {n} cache file(s) of {args.kind or 'every kind'} from {cache.root}")
         return 0
-    total = 0
+    if args.action == "verify":
+        checked, problems = cache.verify(remove=args.remove)
+        for p in problems:
+            print(f"  {p.entry.kind:<18} {p.entry.path.name}: {p.reason}{' (removed)' if args.remove else ''}")
+        print(f"verified {checked} entr{'y' if checked == 1 else 'ies'} in {cache.root}: {len(problems)} failed"
+              f"{' (each is recomputed on its next use; --remove deletes them)' if problems and not args.remove else ''}")
+        return 1 if problems and not args.remove else 0
+    kinds = [check_kind(args.kind)] if args.kind else None
     print(f"cache at {cache.root}")
-    for e in cache.entries():
-        if args.kind and e.kind != args.kind:
+    for f in folders(cache):
+        if kinds and f.name not in kinds:
             continue
-        total += e.bytes
-        what = ", ".join(f"{k}={e.spec[k]}" for k in ("layer", "dataset", "top_k", "tau") if k in e.spec)
-        print(f"  {e.kind:<10} {e.key[:12]}  {e.bytes / 1e6:8.2f} MB  {what}")
-    print(f"total {total / 1e6:.2f} MB")
+        print(f"{f.name:<18} {f.role:<12} {f.entries:5d} entries {f.bytes / 1e6:9.2f} MB  {f.description}")
+        for e in cache.entries([f.name]) if f.role == "kind" else ():
+            what = ", ".join(f"{k}={e.spec[k]}" for k in ("name", "model", "layer", "dataset", "top_k", "tau", "seed")
+                             if k in e.spec)
+            print(f"  {e.key[:12]}  {e.bytes / 1e6:8.2f} MB  {what}")
     return 0
 
 
-command("cache", "list or clear the cache of computed statistics and trained models")((_cache_args, _cache))
+command("cache", "list, clear or verify the cache of computed statistics and trained models")((_cache_args, _cache))
 
 
 # --- capture (smoke run of the capture engine) -------------------------------------------

@@ -29,7 +29,7 @@ def test_cache_ls_and_clear(tmp_path, capsys):
     assert main(["cache", "ls", "--root", str(tmp_path)]) == 0
     assert "capture" in capsys.readouterr().out
     assert main(["cache", "clear", "--root", str(tmp_path)]) == 0
-    assert "removed 1 file" in capsys.readouterr().out
+    assert "removed 1 cache file" in capsys.readouterr().out
     assert list(cache.entries()) == []
 
 

@@ -4,15 +4,15 @@ Training is deterministic for a seed on a given machine and thread count: the
 initialisation and the shuffling draw from their own seeded generators (the caller's
 global RNG state is restored afterwards). Optimiser: AdamW with a one-cycle learning-rate
 schedule (Smith & Topin 2019). Trained weights are cached as safetensors files under
-``cache_root()/world/`` keyed by the hash of everything that determines them, written
-atomically; the file's metadata repeats that spec and records accuracy and training time.
+``cache_root()/world/`` keyed by the hash of everything that determines them (including a
+fingerprint of the world's generating and training code, :data:`WORLD_CODE`), written
+atomically; the file's metadata repeats that spec, records accuracy and training time and
+holds a payload checksum verified on load (see :mod:`benchmark.cache`).
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.cache import atomic_write, cache_root, canonical_json, spec_key
+from benchmark.cache import (cache_root, canonical_json, code_fingerprint, ensure_root, load_entry, save_entry,
+                             spec_key)
 from benchmark.world.dataset import to_input
 
 
@@ -106,61 +107,73 @@ def predict(model: nn.Module, images_u8: Tensor, output_fn: OutputFn, batch_size
     return {k: torch.cat(v) for k, v in preds.items()}
 
 
+# Modules whose code determines trained weights (plus the model's own module): the world's
+# images, classes and training loop. Other edits keep the cached weights valid.
+WORLD_CODE = ("benchmark.world.generator", "benchmark.world.dataset", "benchmark.world.classes",
+              "benchmark.world.training")
+
+
+def weights_spec(model: nn.Module, spec: Mapping[str, Any]) -> dict:
+    """``spec`` plus the fingerprint of the code that trains ``model`` (the cache spec)."""
+    return {**spec, "code": code_fingerprint(*WORLD_CODE, type(model).__module__)}
+
+
 def weights_path(name: str, spec: Mapping[str, Any]) -> Path:
     """Where the weights for ``spec`` are cached."""
     return cache_root() / "world" / f"{name}-{spec_key({'name': name, **spec})}.safetensors"
 
 
 def load_weights(path: Path | str, spec: Mapping[str, Any] | None = None) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
-    """(state dict, metadata) from a safetensors or torch file; None when a cached file is
-    missing, unreadable or was stored for another spec (with a warning in the last two cases)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """(state dict, metadata) from a safetensors or torch file. With ``spec`` (a cache
+    entry): None when the file is missing, unreadable, fails its checksum or was stored for
+    another spec (with a warning in the last three cases). Without: a user's file, whose
+    errors name it."""
+    from benchmark.checkpoints import CheckpointError
 
     path = Path(path)
+    if spec is not None:
+        found = load_entry(path, canonical_json(spec), what="cached weights")
+        if found is None:
+            return None
+        state, raw_meta = found
+        return state, json.loads(raw_meta.get("info", "{}"))
     if not path.exists():
-        if spec is None:
-            raise FileNotFoundError(f"weights file {path} does not exist")
-        return None
+        raise FileNotFoundError(f"weights file {path} does not exist")
     try:
         if path.suffix == ".safetensors":
+            from safetensors import safe_open
+            from safetensors.torch import load_file
+
             with safe_open(str(path), framework="pt") as f:
                 raw_meta = f.metadata() or {}
             state = load_file(str(path))
         else:
             state, raw_meta = torch.load(path, map_location="cpu", weights_only=True), {}
-    except Exception as err:  # a broken cache file is recomputed, never used
-        if spec is None:
-            raise ValueError(f"cannot read weights file {path}: {err}") from err
-        warnings.warn(f"cached weights {path} are unreadable ({err}); retraining", stacklevel=3)
-        return None
-    meta = json.loads(raw_meta.get("info", "{}"))
-    if spec is not None and raw_meta.get("spec") != canonical_json(spec):
-        warnings.warn(f"cached weights {path} were stored for a different configuration; retraining", stacklevel=3)
-        return None
-    return state, meta
+    except Exception as err:  # torch and safetensors raise many types for a bad file
+        raise CheckpointError(f"cannot read weights file {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    return state, json.loads(raw_meta.get("info", "{}"))
 
 
 def save_weights(path: Path, spec: Mapping[str, Any], model: nn.Module, info: Mapping[str, Any]) -> Path:
-    """Write the model's state dict atomically with its spec and info as metadata."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"spec": canonical_json(spec), "info": json.dumps(dict(info), sort_keys=True),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    return atomic_write(path, lambda p: save_file(state, str(p), metadata=meta))
+    """Write the model's state dict atomically with its spec, info and checksum as metadata."""
+    return save_entry(Path(path), canonical_json(spec), model.state_dict(),
+                      {"info": json.dumps(dict(info), sort_keys=True)})
 
 
 def load_or_train(name: str, model: nn.Module, spec: Mapping[str, Any], weights: str | Path | None,
                   train: Callable[[], tuple[nn.Module, dict[str, Any]]]) -> nn.Module:
     """``model`` in eval mode with weights from the file ``weights`` if given, else from the
-    cache entry of ``spec``, else from ``train()`` (then cached). ``model.world_info`` holds
-    the recorded training info and the weights path."""
+    cache entry of ``spec`` (plus the code fingerprint), else from ``train()`` (then
+    cached). ``model.world_info`` holds the recorded training info and the weights path."""
+    from benchmark.checkpoints import load_state
+
     if weights is not None:
         state, info = load_weights(weights)  # type: ignore[misc]
         path = Path(weights)
     else:
+        spec = weights_spec(model, spec)
         path = weights_path(name, spec)
+        ensure_root(path.parent.parent)  # a foreign or unwritable root fails before training
         found = load_weights(path, spec)
         if found is None:
             model, info = train()
@@ -169,6 +182,6 @@ def load_or_train(name: str, model: nn.Module, spec: Mapping[str, Any], weights:
         else:
             state, info = found
     if state is not None:
-        model.load_state_dict(state)
+        load_state(model, state, path, name)
     model.world_info = {**info, "weights": str(path)}
     return model.eval()
