@@ -164,3 +164,49 @@ def test_a_code_fingerprint_change_gives_a_different_key(tmp_path, monkeypatch):
     monkeypatch.setitem(cache_mod.KIND_CODE, "capture", ("benchmark.capture", "benchmark.stats", "benchmark.layers"))
     assert cache.path("capture", spec) != before
     assert cache.load("capture", spec) is None  # the entry of the old code is not used
+
+
+def test_flipped_data_byte_of_cached_world_weights_is_detected_and_retrained(tmp_path, monkeypatch):
+    from benchmark.world.model import load_world_cnn
+    from benchmark.world.training import TrainConfig
+
+    monkeypatch.setenv("POLYSEMY_CACHE", str(tmp_path))
+    tiny = dict(train=TrainConfig(epochs=1, batch_size=64), train_size=128, val_size=32, progress=False)
+    first = load_world_cnn(seed=3, **tiny)
+    (path,) = list((tmp_path / "world").glob("world_cnn-*.safetensors"))
+    _flip_data_byte(path, from_end=40)
+    with pytest.warns(UserWarning, match="payload checksum mismatch"):
+        again = load_world_cnn(seed=3, **tiny)
+    for (name, a), b in zip(first.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name  # retrained (deterministic), never the flipped weights
+    assert Cache(tmp_path).verify() == (1, [])  # the rewritten entry is intact
+
+
+def test_world_weights_key_includes_the_world_code_fingerprint(monkeypatch):
+    from benchmark.world import training
+    from benchmark.world.model import WorldCNN
+
+    spec = {"model": "world_cnn", "seed": 0}
+    before = training.weights_path("world_cnn", training.weights_spec(WorldCNN(), spec))
+    monkeypatch.setattr(training, "WORLD_CODE", training.WORLD_CODE + ("benchmark.layers",))
+    assert training.weights_path("world_cnn", training.weights_spec(WorldCNN(), spec)) != before
+
+
+def test_a_weights_file_of_the_wrong_shape_names_the_file_and_the_keys(tmp_path):
+    from benchmark.checkpoints import CheckpointError
+    from benchmark.registry import MODELS
+    from benchmark.world.model import WorldCNN
+    from safetensors.torch import save_file
+
+    state = {k: v.clone() for k, v in WorldCNN().state_dict().items()}
+    name = next(k for k, v in state.items() if v.dim() == 4)
+    state[name] = torch.zeros(3, 3, 1, 1)
+    path = tmp_path / "bad.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match=rf"bad.safetensors does not fit world_cnn: shape mismatch: {name} "
+                                              rf"expected \[\d+, \d+, \d+, \d+\], found \[3, 3, 1, 1\]"):
+        MODELS.get("world_cnn")(weights=str(path))
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read weights file .*notes.pt"):
+        MODELS.get("world_cnn")(weights=str(text))
