@@ -3,7 +3,9 @@
 Per batch it runs one forward (and, when importance counters are requested, one backward
 from the true-class logits to the layer output only) and folds the results into running
 statistics (:class:`benchmark.stats.LayerStats`) without keeping per-image tensors. The
-pass is cached by (model weights, layer, dataset, parameters, code version).
+pass is cached by (model weights, layer, dataset, parameters, code version and a
+fingerprint of this module's code). NaN or inf in logits, activations or attributions stop
+the pass with an error naming the model, layer and images (:mod:`benchmark.finite`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from tqdm.auto import tqdm
 
 from benchmark.cache import Cache, model_fingerprint
 from benchmark.datasets import ImageDataset
+from benchmark.finite import FiniteWatch
 from benchmark.layers import eval_mode, get_layer
 from benchmark.stats import LayerStats
 
@@ -117,8 +120,11 @@ def capture(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     progress: bool = True,
+    model_name: str | None = None,
 ) -> LayerStats:
-    """Run the streaming pass and return the statistics (no cache; see :func:`cached_capture`)."""
+    """Run the streaming pass and return the statistics (no cache; see :func:`cached_capture`).
+    Non-finite logits, activations or attributions stop it with a
+    :class:`benchmark.finite.NonFiniteError` naming ``model_name``, the layer and the images."""
     if len(dataset) == 0:
         raise ValueError("cannot capture statistics of an empty dataset")
     layer = get_layer(model, spec.layer)
@@ -126,6 +132,7 @@ def capture(
     acc = _Accumulator(dataset.num_classes, spec)
     box: dict[str, Tensor] = {}
     need_grad = spec.tau is not None
+    watch = FiniteWatch(len(dataset), device)
 
     def pre_hook(_module: nn.Module, args: tuple) -> None:
         # summed BEFORE the layer runs: an in-place layer (ReLU(inplace=True)) overwrites its input
@@ -147,18 +154,22 @@ def capture(
                 images = images.to(device, non_blocking=True)
                 labels_dev = labels.to(device, non_blocking=True)
                 logits = model(images)
+                watch.add("activations", box["z"], ids)
+                watch.add("logits", logits, ids)
                 attribution = None
                 if need_grad:
                     z = box["z"]
                     true_logit = logits.gather(1, labels_dev[:, None]).sum()
                     (grad,) = torch.autograd.grad(true_logit, z)
                     attribution = (z.detach().float() * grad.float()).flatten(2).sum(-1)
+                    watch.add("attributions (activation x gradient)", attribution, ids)
                 acc.add(ids, labels, box["x_sum"], box["z"], attribution)
     finally:
         for handle in handles:
             handle.remove()
     if not acc.ready:
         raise RuntimeError(f"layer {spec.layer!r} was never called during the forward pass")
+    watch.check(model_name or type(model).__name__, spec.layer)
     return acc.result()
 
 
@@ -175,12 +186,13 @@ def cached_capture(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     progress: bool = True,
+    model_name: str | None = None,
 ) -> LayerStats:
     """:func:`capture`, served from the cache when the same request was computed before."""
     cache = cache if cache is not None else Cache()
     tensors = cache.get_or_compute(
         "capture",
         capture_spec_key(model, dataset, spec),
-        lambda: capture(model, dataset, spec, device, num_workers, progress).to_tensors(),
+        lambda: capture(model, dataset, spec, device, num_workers, progress, model_name).to_tensors(),
     )
     return LayerStats.from_tensors(tensors)

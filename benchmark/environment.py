@@ -72,7 +72,8 @@ class Environment:
             spec = CaptureSpec(layer, top_k=self.config.capture.top_k, tau=self.config.capture.tau,
                                batch_size=self.config.batch_size)
             stats = cached_capture(model, self.fit, spec, cache=self.cache, device=self.device,
-                                   num_workers=self.config.num_workers, progress=self.progress)
+                                   num_workers=self.config.num_workers, progress=self.progress,
+                                   model_name=self.config.model.name)
             self._contexts[key] = Context(
                 model=model, model_name=self.config.model.name, layer=layer, fit=self.fit,
                 heldout=self.heldout, stats=stats, device=self.device,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,14 @@ class Runner:
         return [self._row(plan, method, target_key, metric, c.name, float("nan"), status, reason)
                 for c in metric.instance.columns]
 
+    def _value_rows(self, plan, method, target_key, metric, values: dict) -> list[dict]:
+        """A metric's rows; a NaN or inf among its main values makes it not applicable."""
+        bad = sorted(c.name for c in metric.instance.columns if not math.isfinite(float(values.get(c.name, 0.0))))
+        if bad:
+            return self._not_applicable(plan, method, target_key, metric,
+                                        f"non-finite values: {', '.join(bad)} of {metric.label} is NaN or inf")
+        return [self._row(plan, method, target_key, metric, col, val) for col, val in sorted(values.items())]
+
     def _split_rows(self, plan: TrackPlan, method: Plugin, target: Target, key: str) -> list[dict]:
         metrics = [m for m in self.metrics if m.instance.scope == "split"]
         try:
@@ -167,7 +176,7 @@ class Runner:
             except NotApplicable as why:
                 rows += self._not_applicable(plan, method, target.key, metric, str(why))
                 continue
-            rows += [self._row(plan, method, target.key, metric, col, val) for col, val in sorted(values.items())]
+            rows += self._value_rows(plan, method, target.key, metric, values)
         from benchmark.traces import save_trace
 
         save_trace(self.out / "traces" / f"{key}.pt", split, plan)
@@ -186,6 +195,9 @@ class Runner:
             except NotApplicable:  # e.g. a cosine of an all-zero vector: the pair is left out
                 skipped += 1
                 continue
+            if not math.isfinite(value):  # a NaN score is never ranked: left out and counted
+                skipped += 1
+                continue
             records.append(dict(channel=t.channel, concept_a=t.concepts[0], concept_b=t.concepts[1], score=value))
         table = pd.DataFrame(records, columns=["channel", "concept_a", "concept_b", "score"])
         atomic_write(self.out / "detection" / f"{method.name}-{key}.csv", lambda p: table.to_csv(p, index=False))
@@ -196,7 +208,7 @@ class Runner:
             except NotApplicable as why:
                 rows += self._not_applicable(plan, method, "*", metric, str(why))
                 continue
-            rows += [self._row(plan, method, "*", metric, col, val) for col, val in sorted(values.items())]
+            rows += self._value_rows(plan, method, "*", metric, values)
             rows.append(self._row(plan, method, "*", metric, "pairs_unscored", float(skipped)))
         return rows
 

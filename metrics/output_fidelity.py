@@ -10,7 +10,9 @@ and ``g`` the split's rewritten copy (``split.model``):
 
 Extra: ``mean_abs_logit_diff`` (mean over images and classes) and ``images``. For an exact
 surgery the first is float round-off and the second 1. Splits without a rewritten model
-(gating methods) are not applicable.
+(gating methods) are not applicable; so are logits with NaN or inf in either model ("not
+applicable: non-finite values"): a NaN difference is never a zero difference, and
+agreement of an argmax over NaN is meaningless.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import ClassVar
 
 import torch
 
+from benchmark.finite import bad_rows
 from benchmark.registry import METRICS
 from benchmark.types import Column, Context, NotApplicable, Split
 from metrics._common import batches
@@ -46,17 +49,25 @@ class OutputFidelity:
         if n == 0:
             raise NotApplicable("the held-out set is empty")
         max_diff, abs_sum, agree, values = 0.0, 0.0, 0, 0
+        non_finite = {"original": 0, "rewritten": 0}
         with torch.no_grad():
             for images, _labels in batches(context.heldout, torch.arange(n), context.batch_size, context.device):
                 f = context.model(images).double()
                 g = split.model(images).double()
                 if f.shape != g.shape:
                     raise RuntimeError(f"{split.method}: rewritten model returns {tuple(g.shape)}, the original {tuple(f.shape)}")
+                non_finite["original"] += int(bad_rows(f).sum())
+                non_finite["rewritten"] += int(bad_rows(g).sum())
+                if any(non_finite.values()):
+                    continue
                 diff = (g - f).abs()
                 max_diff = max(max_diff, float(diff.max()))
                 abs_sum += float(diff.sum())
                 values += diff.numel()
                 agree += int((g.argmax(1) == f.argmax(1)).sum())
+        if any(non_finite.values()):
+            which = ", ".join(f"the {k} model's logits on {v} of {n} images" for k, v in non_finite.items() if v)
+            raise NotApplicable(f"non-finite values: NaN or inf in {which}")
         return {
             "max_abs_logit_diff": max_diff,
             "top1_agreement": agree / n,
