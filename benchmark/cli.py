@@ -131,8 +131,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", help="comma-separated method names (default: the config's; 'all' = every one)")
     p.add_argument("--metrics", help="comma-separated metric names")
     p.add_argument("--tracks", help="comma-separated tracks to run (planted, pairs, layer, detection)")
-    p.add_argument("--layer", help="the layer to study (model.layer)")
-    p.add_argument("--targets", type=int, help="targets per track (planted channels, pairs, layer channels)")
+    p.add_argument("--layer", help="the layer every track studies (model.layer and each tracks.*.layer)")
+    p.add_argument("--targets", type=int, help="targets per track, >= 1 (planted channels, pairs, layer channels); "
+                   "for every pair or channel set tracks.pairs.max_pairs=0 or tracks.layer.num_channels=0")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--output", help="output folder (default: the config's output_dir)")
@@ -155,7 +156,12 @@ def run_overrides(args: argparse.Namespace) -> dict:
     for flag, key in (("layer", "model.layer"), ("seed", "seed"), ("device", "device"), ("output", "output_dir")):
         if getattr(args, flag) is not None:
             out[key] = getattr(args, flag)
+    if args.layer is not None:  # a track's own layer would otherwise win over model.layer
+        out.update({f"tracks.{t}.layer": args.layer for t in TRACKS})
     if args.targets is not None:
+        if args.targets < 1:
+            raise ValueError(f"--targets must be >= 1, got {args.targets} (for every pair or channel of a track "
+                             f"use --set tracks.pairs.max_pairs=0 or --set tracks.layer.num_channels=0)")
         out.update({"tracks.planted.num_channels": args.targets, "tracks.pairs.max_pairs": args.targets,
                     "tracks.layer.num_channels": args.targets})
     if args.tracks:
@@ -285,11 +291,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (KeyError, ValueError, FileNotFoundError, TypeError, RuntimeError) as err:
-        if isinstance(err, KeyError) and type(err) is KeyError:
+    except (KeyError, ValueError, LookupError, OSError, TypeError, RuntimeError) as err:
+        if type(err) in (KeyError, IndexError):  # a plain KeyError/IndexError is a bug: keep its traceback
             raise
-        print(f"polysemy {args.command}: error: {err}", file=sys.stderr)
+        print(f"polysemy {args.command}: error: {error_line(err)}", file=sys.stderr)
         return 2
+
+
+def error_line(err: BaseException) -> str:
+    """One line for a user-causable error (an OSError names its file and its reason)."""
+    if isinstance(err, OSError) and err.strerror and not isinstance(err, FileNotFoundError) or \
+            isinstance(err, FileNotFoundError) and err.filename and err.strerror:
+        where = f" ({err.filename})" if err.filename else ""
+        return f"{err.strerror}{where}" + (" - free some space or choose another folder"
+                                           if getattr(err, "errno", None) == 28 else "")
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

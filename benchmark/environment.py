@@ -40,7 +40,7 @@ class Environment:
         model_factory = MODELS.get(config.model.name)
         dataset_factory = DATASETS.get(data.dataset)
         self.model: nn.Module = _call_with_supported(model_factory, weights=config.model.weights,
-                                                     seed=config.seed).to(self.device).eval()
+                                                     seed=config.seed, progress=progress).to(self.device).eval()
         if self.device.type == "cuda":  # faster convolutions; numerically the same model
             self.model = self.model.to(memory_format=torch.channels_last)
         self.fit = self._load(dataset_factory, data.fit_split, data.fit_limit)

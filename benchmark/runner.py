@@ -3,8 +3,10 @@
 Work is split into units (track x method x target; detection: track x method). Each
 finished unit's rows are written atomically to ``RUN_DIR/parts/<unit>.csv``, so a run killed
 part-way resumes where it stopped and ends with the same table as an uninterrupted run.
-At the end the parts are assembled into the tidy ``results.csv`` (sorted, deterministic),
-``run.json`` (provenance), leaderboards and figures.
+At the end this run's parts are assembled into the tidy ``results.csv`` (sorted,
+deterministic), ``run.json`` (provenance), leaderboards and figures. The folder's rules
+(identity, lock, resume, atomic overwrite) are those of :mod:`benchmark.run_folder`;
+everything is validated (:mod:`benchmark.preflight`) before anything is written.
 """
 from __future__ import annotations
 
@@ -24,15 +26,12 @@ from benchmark.cache import Cache, atomic_write, atomic_write_text, canonical_js
 from benchmark.config import ConfigError, RunConfig
 from benchmark.environment import Environment
 from benchmark.registry import METHODS, METRICS, Registry, hyperparameters
+from benchmark.run_folder import RunDirectoryError, RunFolder
 from benchmark.tracks import TRACKS, TrackPlan
 from benchmark.types import NotApplicable, Split, Target
 
 RESULT_COLUMNS = ["track", "model", "layer", "dataset", "target", "method", "method_params", "metric",
                   "column", "value", "higher_is_better", "main", "status", "reason", "seed"]
-
-
-class RunDirectoryError(RuntimeError):
-    """The output folder holds a run of a different configuration."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,39 @@ def resolve(registry: Registry, names: Iterable[str], params: dict) -> list[Plug
         if unknown:
             raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for {registry.kind} {name!r}; "
                               f"valid: {', '.join(sorted(valid)) or '(none)'}")
-        out.append(Plugin(name, cls(**kwargs)))
+        check_types(cls, kwargs, f"{registry.kind} {name!r}")
+        try:
+            out.append(Plugin(name, cls(**kwargs)))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{registry.kind} {name!r}: {err}") from None
     return out
+
+
+_SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def check_types(cls: type, kwargs: dict, where: str) -> None:
+    """Parameters of simple declared types (int, float, bool, str, optionally None) must
+    have that type: ``k="two"`` is a ConfigError naming the parameter, not a TypeError
+    from deep inside the plug-in."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # unresolvable annotations: leave the checks to the plug-in
+        return
+    for key, value in kwargs.items():
+        options = [a for a in (typing.get_args(hints.get(key)) or (hints.get(key),)) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hints.get(key)) or (0,)):
+            continue  # None where None is allowed
+        if len(options) != 1 or options[0] not in _SIMPLE:
+            continue
+        kind = options[0]
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"parameter {key} of {where} must be {_SIMPLE[kind]}, got {value!r}")
 
 
 def unit_id(*parts: str) -> str:
@@ -87,27 +117,25 @@ class Runner:
         self.metrics = resolve(METRICS, config.metrics, dict(config.metric_params))
         for name in TRACKS:
             getattr(config.tracks, name)  # every track has a config section
-        self._prepare_output(overwrite)
-        self.timings: dict[str, float] = {}
+        from benchmark.preflight import preflight
 
-    # -- output folder -------------------------------------------------------------------
-    def _prepare_output(self, overwrite: bool) -> None:
-        config_file = self.out / "config.json"
-        mine = canonical_json(self.config.to_dict())
-        if config_file.exists():
-            theirs = config_file.read_text()
-            if theirs != mine:
-                if not overwrite:
-                    raise RunDirectoryError(
-                        f"{self.out} holds a run of a different configuration; choose another "
-                        f"output folder or pass --overwrite to replace it")
-                for old in list((self.out / "parts").glob("*.csv")) + list((self.out / "traces").glob("*.pt")):
-                    old.unlink()
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(config_file, mine)
+        preflight(config, self.cache, self.methods, self.metrics)  # cheap checks, nothing written yet
+        self.folder = RunFolder(self.out, config.to_dict(), overwrite)
+        self.work = self.out
+        self.keys: list[str] = []
+        self.timings: dict[str, float] = {}
 
     # -- execution -----------------------------------------------------------------------
     def run(self) -> Path:
+        self.work = self.folder.open()  # locked until finished or failed
+        try:
+            self._execute()
+            return self.folder.finish()
+        finally:
+            self.folder.close()
+            self.work = self.out
+
+    def _execute(self) -> None:
         start = time.perf_counter()
         env = Environment(self.config, self.cache, self.progress)
         self.timings["setup_s"] = time.perf_counter() - start
@@ -120,19 +148,25 @@ class Runner:
         units = [(plan, method, target) for plan in plans for method in self.methods
                  for target in (plan.targets if plan.kind == "split" else (None,))]
         t0 = time.perf_counter()
+        self.keys = [self._key(plan, method, target) for plan, method, target in units]
         for plan, method, target in tqdm(units, desc="benchmark", unit="unit", disable=not self.progress):
             self._run_unit(plan, method, target)
         self.timings["units_s"] = time.perf_counter() - t0
-        results = self.assemble()
+        self.folder.remove_stale(self.keys)  # parts of other identities or units: never mixed in
+        results = self.assemble(self.keys)
         self._write_provenance(env, plans, start)
         self._render(results, plans, env)
         self.timings["total_s"] = time.perf_counter() - start
         self._write_provenance(env, plans, start)
-        return self.out
+
+    def _key(self, plan: TrackPlan, method: Plugin, target: Target | None) -> str:
+        """The unit's file stem: its id within this run's identity (seeds, config, code)."""
+        return self.folder.part_key(unit_id(plan.track, method.name, method.params_json,
+                                            target.key if target else "*"))
 
     def _run_unit(self, plan: TrackPlan, method: Plugin, target: Target | None) -> None:
-        key = unit_id(plan.track, method.name, method.params_json, target.key if target else "*")
-        part = self.out / "parts" / f"{key}.csv"
+        key = self._key(plan, method, target)
+        part = self.work / "parts" / f"{key}.csv"
         if part.exists():
             return
         torch.manual_seed(self.config.seed)
@@ -179,7 +213,7 @@ class Runner:
             rows += self._value_rows(plan, method, target.key, metric, values)
         from benchmark.traces import save_trace
 
-        save_trace(self.out / "traces" / f"{key}.pt", split, plan)
+        save_trace(self.work / "traces" / f"{key}.pt", split, plan)
         return rows
 
     def _detection_rows(self, plan: TrackPlan, method: Plugin, _target: None, key: str) -> list[dict]:
@@ -200,7 +234,7 @@ class Runner:
                 continue
             records.append(dict(channel=t.channel, concept_a=t.concepts[0], concept_b=t.concepts[1], score=value))
         table = pd.DataFrame(records, columns=["channel", "concept_a", "concept_b", "score"])
-        atomic_write(self.out / "detection" / f"{method.name}-{key}.csv", lambda p: table.to_csv(p, index=False))
+        atomic_write(self.work / "detection" / f"{method.name}-{key}.csv", lambda p: table.to_csv(p, index=False))
         rows = []
         for metric in metrics:
             try:
@@ -213,8 +247,10 @@ class Runner:
         return rows
 
     # -- outputs -------------------------------------------------------------------------
-    def assemble(self) -> pd.DataFrame:
-        parts = sorted((self.out / "parts").glob("*.csv"))
+    def assemble(self, keys: list[str] | None = None) -> pd.DataFrame:
+        """results.csv from the parts of ``keys`` (default: every part in the folder)."""
+        folder = self.work / "parts"
+        parts = sorted(folder / f"{k}.csv" for k in set(keys)) if keys is not None else sorted(folder.glob("*.csv"))
         frames = [pd.read_csv(p, keep_default_na=False, na_values=[""], dtype={"reason": str, "higher_is_better": str})
                   for p in parts]
         results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
@@ -222,22 +258,25 @@ class Runner:
         results["higher_is_better"] = results["higher_is_better"].fillna("")
         results = results.sort_values(["track", "method", "method_params", "target", "metric", "column"],
                                       kind="stable").reset_index(drop=True)
-        atomic_write(self.out / "results.csv", lambda p: results.to_csv(p, index=False))
+        atomic_write(self.work / "results.csv", lambda p: results.to_csv(p, index=False))
         return results
 
     def _write_provenance(self, env: Environment, plans: list[TrackPlan], start: float) -> None:
         from benchmark.provenance import provenance
 
         info = provenance(self.config, env.device)
-        info.update(timings=self.timings, tracks={p.track: {"targets": len(p.targets), **p.info} for p in plans},
+        info.update(identity={"id": self.folder.id, "code": self.folder.identity["code"]},
+                    skipped_images=getattr(env, "skipped_images", {}),
+                    timings=self.timings, tracks={p.track: {"targets": len(p.targets), **p.info} for p in plans},
                     cache={"root": str(self.cache.root), "hits": self.cache.hits, "misses": self.cache.misses})
-        atomic_write_text(self.out / "run.json", json.dumps(info, indent=2, sort_keys=True, default=str))
+        atomic_write_text(self.work / "run.json", json.dumps(info, indent=2, sort_keys=True, default=str))
 
     def _render(self, results: pd.DataFrame, plans: list[TrackPlan], env: Environment) -> None:
         from benchmark.figures import write_figures
         from benchmark.table_render import write_leaderboards
 
         t0 = time.perf_counter()
-        write_leaderboards(results, self.out)
-        write_figures(self.out, results, plans, self.methods, env)
+        write_leaderboards(results, self.work)
+        self.folder.clear_figures()
+        write_figures(self.work, results, plans, self.methods, env)
         self.timings["render_s"] = time.perf_counter() - t0

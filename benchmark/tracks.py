@@ -89,6 +89,11 @@ def _given_pairs(context: Context, config: RunConfig) -> list[Target]:
         if len(entry) != 3:
             raise ConfigError(f"tracks.pairs.pairs entries are [channel, [classes a], [classes b]], got {entry!r}")
         channel, a, b = entry
+        if isinstance(channel, bool) or not isinstance(channel, int):
+            raise ConfigError(f"tracks.pairs.pairs: the channel must be an integer, got {channel!r} in {entry!r}")
+        if any(isinstance(c, bool) or not isinstance(c, int) for cs in (a, b)
+               for c in (cs if isinstance(cs, (list, tuple)) else (cs,))):
+            raise ConfigError(f"tracks.pairs.pairs: classes must be integer class indices, got {entry!r}")
         concepts = tuple(tuple(c) if isinstance(c, (list, tuple)) else (c,) for c in (a, b))
         for cls in (c for cs in concepts for c in cs):
             if not 0 <= int(cls) < context.fit.num_classes:

@@ -154,13 +154,13 @@ def test_resume_after_failure_gives_the_same_table(tmp_path, uninterrupted, monk
 
 
 def test_output_folder_of_a_different_config_is_refused(tmp_path):
-    Runner(tiny_config(tmp_path, **{"tracks.pairs.enabled": False, "tracks.layer.enabled": False,
-                                    "tracks.detection.enabled": False, "tracks.planted.enabled": False}),
-           output_dir=tmp_path / "run", progress=False)
-    other = tiny_config(tmp_path, seed=1)
-    with pytest.raises(RunDirectoryError, match="different configuration"):
+    no_tracks = {"tracks.pairs.enabled": False, "tracks.layer.enabled": False,
+                 "tracks.detection.enabled": False, "tracks.planted.enabled": False, "figures.enabled": False}
+    Runner(tiny_config(tmp_path, **no_tracks), output_dir=tmp_path / "run", progress=False).run()
+    other = tiny_config(tmp_path, seed=1, **no_tracks)
+    with pytest.raises(RunDirectoryError, match="different configuration .*differs in: seed"):
         Runner(other, output_dir=tmp_path / "run", progress=False)
-    Runner(other, output_dir=tmp_path / "run", overwrite=True, progress=False)
+    Runner(other, output_dir=tmp_path / "run", overwrite=True, progress=False).run()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
 
 

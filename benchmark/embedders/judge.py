@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,7 @@ class JudgeEmbedder:
     (``seed``, ``world_seed``). ``image_size``: inputs of another size are resized to it.
     """
 
+    datasets: ClassVar[tuple[str, ...]] = ("synthetic_world",)  # trained on these images only
     weights: str | None = None
     seed: int = 1001
     world_seed: int = 0

@@ -156,7 +156,32 @@ class OpenClipEmbedder:
                 torch.manual_seed(0)  # random weights, but the same ones every time
                 return open_clip.create_model(self.arch, pretrained=None, force_quick_gelu=quick)
         if os.path.isfile(self.pretrained):
-            return open_clip.create_model(self.arch, pretrained=self.pretrained, force_quick_gelu=quick)
+            try:
+                return open_clip.create_model(self.arch, pretrained=self.pretrained, force_quick_gelu=quick)
+            except Exception as err:  # open_clip raises IndexError, KeyError, RuntimeError... for a bad file
+                from benchmark.checkpoints import CheckpointError
+
+                first = (str(err).splitlines() or [""])[0][:300]
+                raise CheckpointError(f"checkpoint file {self.pretrained} is not a usable {self.arch} checkpoint "
+                                      f"({type(err).__name__}: {first})") from None
+        cfg, local = self._resolve_tag()
+        quick = cfg.get("quick_gelu", False) if self.quick_gelu is None else self.quick_gelu
+        model = open_clip.create_model(self.arch, pretrained=local or self.pretrained,
+                                       force_quick_gelu=quick, cache_dir=self.cache_dir)
+        for key in ("mean", "std"):  # a cached file loses the tag's preprocessing
+            if key in cfg and hasattr(model.visual, "preprocess_cfg"):
+                model.visual.preprocess_cfg[key] = tuple(cfg[key])
+        return model
+
+    def check_weights(self) -> None:
+        """Raise the error that loading would raise for absent weights, without loading
+        anything (run before a benchmark's set-up)."""
+        if self.pretrained is not None and not os.path.isfile(self.pretrained):
+            self._resolve_tag()
+
+    def _resolve_tag(self) -> tuple[dict, str | None]:
+        """(open_clip's pretrained config, local file or None to download) of the tag."""
+        open_clip = _open_clip()
         cfg = open_clip.get_pretrained_cfg(self.arch, self.pretrained)
         if not cfg:
             looks_like_path = os.path.sep in self.pretrained or self.pretrained.endswith(
@@ -166,16 +191,10 @@ class OpenClipEmbedder:
             tags = open_clip.list_pretrained_tags_by_model(self.arch)
             raise ValueError(f"{self.pretrained!r} is neither a file nor a pretrained tag of {self.arch}; "
                              f"tags: {tags}")
-        quick = cfg.get("quick_gelu", False) if self.quick_gelu is None else self.quick_gelu
         local = _cached_checkpoint(cfg, self.cache_dir)
         if local is None and not _online():
             raise MissingWeightsError(_missing_message(self.arch, self.pretrained))
-        model = open_clip.create_model(self.arch, pretrained=local or self.pretrained,
-                                       force_quick_gelu=quick, cache_dir=self.cache_dir)
-        for key in ("mean", "std"):  # a cached file loses the tag's preprocessing
-            if key in cfg and hasattr(model.visual, "preprocess_cfg"):
-                model.visual.preprocess_cfg[key] = tuple(cfg[key])
-        return model
+        return cfg, local
 
     def _model(self) -> tuple[nn.Module, Tensor, Tensor, tuple[int, int]]:
         """The model (loaded once per process and cached), mean, std and input size."""

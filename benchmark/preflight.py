@@ -1,0 +1,86 @@
+"""Checks that need no computation, run before a benchmark's set-up writes or computes
+anything: names of the model, dataset, embedders and feature-visualisation backends,
+CLIP weights (present locally, or the network reachable), WordNet, the data folder,
+a writable cache, and numeric config values in their ranges. Each failure is one line
+saying what is wrong and what is allowed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from benchmark.cache import Cache, check_writable
+from benchmark.config import ConfigError, RunConfig
+from benchmark.registry import DATASETS, EMBEDDERS, FEATURE_VIS, MODELS
+
+
+def check_ranges(config: RunConfig) -> None:
+    """Counts that must not be negative, batch sizes that must be positive."""
+    t = config.tracks
+    rules = [("batch_size", config.batch_size, 1), ("num_workers", config.num_workers, 0),
+             ("data.fit_limit", config.data.fit_limit, 0), ("data.heldout_limit", config.data.heldout_limit, 0),
+             ("capture.top_k", config.capture.top_k, 1), ("tracks.pairs.max_pairs", t.pairs.max_pairs, 0), ("tracks.layer.num_channels", t.layer.num_channels, 0),
+             ("tracks.detection.max_pairs", t.detection.max_pairs, 0)]
+    for key, value, least in rules:
+        if value < least:
+            meaning = " (0 = all)" if least == 0 and key.startswith("tracks.") else ""
+            raise ConfigError(f"{key} must be >= {least}{meaning}, got {value}")
+    if t.planted.enabled and t.planted.num_channels < 1:
+        raise ConfigError("tracks.planted.num_channels must be >= 1 when the planted track is enabled "
+                          "(to skip the track set tracks.planted.enabled = false)")
+    if not 0.0 <= config.capture.tau <= 1.0:
+        raise ConfigError(f"capture.tau must be in [0, 1], got {config.capture.tau}")
+    if config.device not in ("cpu", "cuda") and not config.device.startswith("cuda:"):
+        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {config.device!r}")
+
+
+def check_wordnet() -> None:
+    """WordNet is findable (the planted and detection tracks and wordnet_gamma need it)."""
+    from benchmark import wordnet
+
+    if wordnet.locate() is None:
+        raise wordnet.WordNetMissingError(
+            "WordNet (nltk corpus 'corpora/wordnet') was not found in " + ", ".join(wordnet.search_path())
+            + "; provision it offline with `python -m benchmark.wordnet_setup` (or online: "
+            "python -c \"import nltk; nltk.download('wordnet')\")")
+
+
+def _plugin_components(plugins: Iterable) -> tuple[list[tuple[str, dict, str]], list[tuple[str, str]]]:
+    """(embedder name, arguments, owner) and (feature-vis backend, owner) named by plug-ins."""
+    embedders, backends = [], []
+    for p in plugins:
+        inst = getattr(p, "instance", p)
+        label = getattr(p, "name", type(inst).__name__)
+        if isinstance(getattr(inst, "embedder", None), str):
+            embedders.append((inst.embedder, dict(getattr(inst, "embedder_args", ()) or ()), label))
+        if isinstance(getattr(inst, "fvis_backend", None), str):
+            backends.append((inst.fvis_backend, label))
+    return embedders, backends
+
+
+def preflight(config: RunConfig, cache: Cache, methods: Iterable = (), metrics: Iterable = ()) -> None:
+    """Every check of the module docstring; raises the first failure."""
+    check_ranges(config)
+    MODELS.get(config.model.name)
+    DATASETS.get(config.data.dataset)
+    if config.data.root is not None and not Path(config.data.root).expanduser().exists():
+        raise FileNotFoundError(f"data.root {config.data.root!r} does not exist (set it to the dataset folder)")
+    metrics, methods = list(metrics), list(methods)
+    embedders, backends = _plugin_components([*methods, *metrics])
+    if config.figures.enabled:
+        backends.append((config.figures.fvis_backend, "figures.fvis_backend"))
+    for backend, owner in backends:
+        FEATURE_VIS.get(backend)
+    for name, args, owner in embedders:
+        cls = EMBEDDERS.get(name)
+        domain = getattr(cls, "datasets", None)
+        if domain is not None and config.data.dataset not in domain:
+            raise ConfigError(f"embedder {name!r} of {owner} only embeds {', '.join(domain)} images, not "
+                              f"{config.data.dataset!r}: set metric_params.{owner}.embedder (e.g. \"open_clip\")")
+        if hasattr(cls, "check_weights"):
+            cls(**args).check_weights()
+    tracks = config.tracks
+    if tracks.planted.enabled or tracks.detection.enabled or any(
+            getattr(m, "name", "") == "wordnet_gamma" for m in metrics):
+        check_wordnet()
+    check_writable(cache.root)

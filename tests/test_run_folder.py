@@ -1,0 +1,180 @@
+"""Run folders: identity (seeds, code), lock, resume, atomic overwrite, clean-up, early checks."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from benchmark import run_folder
+from benchmark.cli import main
+from benchmark.runner import RunDirectoryError, Runner
+from tests.test_runner import tiny_config
+
+CHEAP = {"methods": ["identity", "arv_surgery"], "metrics": ["activation_ratio", "output_fidelity"],
+         "tracks.planted.enabled": False, "tracks.detection.enabled": False, "tracks.layer.enabled": False,
+         "figures.enabled": False}
+
+
+def cheap(tmp_path, **over):
+    return tiny_config(tmp_path, **{**CHEAP, **over})
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    """How many (method, target) units were computed rather than resumed."""
+    calls = {"n": 0}
+    original = Runner._split_rows
+
+    def counting(self, *a, **k):
+        calls["n"] += 1
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Runner, "_split_rows", counting)
+    return calls
+
+
+def _results(folder):
+    return pd.read_csv(folder / "results.csv")
+
+
+def test_same_identity_resumes_and_the_folder_path_is_not_part_of_it(tmp_path, count_fits, monkeypatch):
+    out = tmp_path / "a" / "run"
+    Runner(cheap(tmp_path, output_dir="somewhere"), output_dir=out, progress=False).run()
+    assert count_fits["n"] == 4  # 2 methods x 2 given pairs
+    first = _results(out)
+    monkeypatch.chdir(tmp_path / "a")  # spelled relatively, with another output_dir in the config
+    Runner(cheap(tmp_path, output_dir="run"), output_dir="./run", progress=False).run()
+    assert count_fits["n"] == 4
+    moved = tmp_path / "moved"
+    shutil.move(str(out), moved)
+    Runner(cheap(tmp_path), output_dir=moved, progress=False).run()
+    assert count_fits["n"] == 4
+    pd.testing.assert_frame_equal(_results(moved), first)
+
+
+def test_two_seeds_cannot_mix_in_one_folder(tmp_path):
+    out = tmp_path / "run"
+    Runner(cheap(tmp_path, seed=0), output_dir=out, progress=False).run()
+    with pytest.raises(RunDirectoryError, match="differs in: seed"):
+        Runner(cheap(tmp_path, seed=1), output_dir=out, progress=False)
+    Runner(cheap(tmp_path, seed=1), output_dir=out, overwrite=True, progress=False).run()
+    results = _results(out)
+    assert set(results["seed"]) == {1} and len(results) > 0
+    assert len(list((out / "parts").glob("*.csv"))) == 4  # the seed-0 parts are gone
+    assert json.loads((out / "identity.json").read_text())["config"]["seed"] == 1
+
+
+def test_a_concurrent_run_into_the_same_folder_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with run_folder.FolderLock(out):  # another run holds the folder
+        with pytest.raises(RunDirectoryError, match="in use by another polysemy run .*pid"):
+            Runner(cheap(tmp_path, seed=1), output_dir=out, progress=False).run()
+    assert not (out / "results.csv").exists() and not (out / "identity.json").exists()
+    Runner(cheap(tmp_path, seed=1), output_dir=out, progress=False).run()  # free again
+    assert (out / "results.csv").exists()
+
+
+def test_a_code_change_recomputes_every_part(tmp_path, count_fits, monkeypatch):
+    out = tmp_path / "run"
+    Runner(cheap(tmp_path), output_dir=out, progress=False).run()
+    old_parts = {p.name for p in (out / "parts").glob("*.csv")}
+    monkeypatch.setattr(run_folder, "results_code_fingerprint", lambda: "changed-code")
+    Runner(cheap(tmp_path), output_dir=out, progress=False).run()  # same config: no --overwrite needed
+    assert count_fits["n"] == 8
+    new_parts = {p.name for p in (out / "parts").glob("*.csv")}
+    assert len(new_parts) == 4 and not (new_parts & old_parts)
+    assert json.loads((out / "run.json").read_text())["identity"]["code"] == "changed-code"
+
+
+def test_a_failed_setup_leaves_a_folder_the_corrected_run_may_use(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Exception, match="nope"):
+        Runner(cheap(tmp_path, **{"model.layer": "nope", "tracks.pairs.layer": "nope"}), output_dir=out,
+               progress=False).run()
+    Runner(cheap(tmp_path), output_dir=out, progress=False).run()  # a different config, not refused
+    assert (out / "results.csv").exists()
+
+
+def test_invalid_config_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Exception, match="must be >= 0"):
+        Runner(cheap(tmp_path, **{"tracks.pairs.max_pairs": -1}), output_dir=out, progress=False)
+    with pytest.raises(Exception, match="parameter n_ref of method 'identity' must be an integer, got 'two'"):
+        Runner(cheap(tmp_path, **{"method_params.identity.n_ref": "two"}), output_dir=out, progress=False)
+    assert not out.exists()
+
+
+def test_overwrite_is_atomic_and_leaves_nothing_stale(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    Runner(cheap(tmp_path, seed=0), output_dir=out, progress=False).run()
+    before = _results(out)
+    (out / "figures").mkdir()
+    (out / "figures" / "density_old_method.png").write_bytes(b"stale figure")
+    (out / "notes.txt").write_text("the user's own file")
+    original = Runner._run_unit
+
+    def failing(self, *a, **k):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(Runner, "_run_unit", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        Runner(cheap(tmp_path, seed=1), output_dir=out, overwrite=True, progress=False).run()
+    pd.testing.assert_frame_equal(_results(out), before)  # the old run is intact
+    assert json.loads((out / "config.json").read_text())["seed"] == 0
+    monkeypatch.setattr(Runner, "_run_unit", original)
+    Runner(cheap(tmp_path, seed=1), output_dir=out, overwrite=True, progress=False).run()
+    assert set(_results(out)["seed"]) == {1}
+    assert not (out / "figures" / "density_old_method.png").exists()
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    assert not (out / run_folder.STAGING).exists()
+
+
+def test_leftover_temp_files_are_removed(tmp_path):
+    out = tmp_path / "run"
+    Runner(cheap(tmp_path), output_dir=out, progress=False).run()
+    leftovers = [out / ".results.csv.k2j4.tmp", out / "parts" / ".abc.csv.x1.tmp", out / "figures" / ".g.png.q.tmp"]
+    (out / "figures").mkdir(exist_ok=True)
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    Runner(cheap(tmp_path), output_dir=out, progress=False).run()
+    assert not any(p.exists() for p in leftovers)
+
+
+def test_user_errors_stop_before_setup_with_one_line(tmp_path, monkeypatch, capsys):
+    from benchmark import environment, wordnet
+
+    def setup_reached(*a, **k):
+        raise AssertionError("the set-up ran before the checks")
+
+    monkeypatch.setattr(environment.Environment, "__init__", setup_reached)
+    config = tmp_path / "tiny.toml"
+    tiny_config(tmp_path)  # writes tiny.toml
+    run = ["run", str(config), "--output", str(tmp_path / "out"), "--quiet"]
+
+    monkeypatch.setenv("POLYSEMY_CACHE", str(config))  # a file, not a folder
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a folder" in err
+
+    monkeypatch.setenv("POLYSEMY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(wordnet, "locate", lambda: None)
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "WordNet" in err and "benchmark.wordnet_setup" in err
+    monkeypatch.undo()
+
+    monkeypatch.setattr(environment.Environment, "__init__", setup_reached)
+    monkeypatch.setenv("POLYSEMY_CACHE", str(tmp_path / "cache"))
+    assert main([*run, "--set", "figures.fvis_backend=macco"]) == 2
+    assert "unknown feature-visualisation backend 'macco'. Did you mean 'maco'" in capsys.readouterr().err
+    separation = [*run, "--metrics", "embedding_separation"]
+    assert main([*separation, "--set", 'metric_params.embedding_separation.embedder="clip"']) == 2
+    assert "unknown embedder 'clip'" in capsys.readouterr().err
+    assert main(separation) == 2  # the judge of the synthetic world on another dataset
+    assert "embedder 'judge' of embedding_separation only embeds synthetic_world images" in capsys.readouterr().err
+    assert main([*run, "--targets", "0"]) == 2
+    assert "--targets must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
