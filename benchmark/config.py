@@ -37,6 +37,7 @@ class DataConfig:
     fit_limit: int = 0  # 0 = every image; else the first n (deterministic)
     heldout_limit: int = 0
     image_size: int | None = None  # passed to datasets that accept it
+    skip_unreadable: bool = False  # true: leave out images that cannot be read (listed in run.json)
 
 
 @dataclass(frozen=True)

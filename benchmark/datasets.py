@@ -4,6 +4,10 @@ An :class:`ImageDataset` yields ``(image_chw_float, label)`` pairs of preprocess
 exposes ``labels`` (all labels, without loading images), ``classes`` (one
 :class:`ClassInfo` per label: WordNet id, synset name, readable name) and a
 ``fingerprint`` that identifies its content and preprocessing for the cache.
+
+A file-backed dataset raises :class:`UnreadableImageError` (naming the file) for an image
+it cannot decode; :func:`without_unreadable` drops such images up front (the config's
+``data.skip_unreadable``) and says which.
 """
 from __future__ import annotations
 
@@ -74,6 +78,35 @@ class ImageDataset(Dataset):
         if not idx:
             raise ValueError("no indices given")
         return torch.stack([self[i][0] for i in idx])
+
+
+class UnreadableImageError(OSError):
+    """An image file that cannot be opened or decoded (corrupt, truncated, not an image)."""
+
+    def __init__(self, path, reason: object):
+        super().__init__(f"cannot read image {path}: {reason}; fix or remove the file, or set "
+                         f"data.skip_unreadable = true to leave unreadable images out (they are listed in run.json)")
+        self.path = str(path)
+
+
+def without_unreadable(dataset: ImageDataset, progress: bool = False, desc: str = "check images"
+                       ) -> tuple[ImageDataset, list[str]]:
+    """(``dataset`` without the images that raise UnreadableImageError, their paths).
+    Reads every image once; returns ``dataset`` itself when all are readable."""
+    from tqdm.auto import tqdm
+
+    bad: dict[int, str] = {}
+    for i in tqdm(range(len(dataset)), desc=desc, disable=not progress, unit="image"):
+        try:
+            dataset[i]
+        except UnreadableImageError as err:
+            bad[i] = err.path
+    if not bad:
+        return dataset, []
+    keep = [i for i in range(len(dataset)) if i not in bad]
+    if not keep:
+        raise ValueError(f"every image of the dataset is unreadable (first: {next(iter(bad.values()))})")
+    return Subset(dataset, keep), list(bad.values())
 
 
 class Subset(ImageDataset):

@@ -15,7 +15,7 @@ from torch import nn
 from benchmark.cache import Cache
 from benchmark.capture import CaptureSpec, cached_capture
 from benchmark.config import ConfigError, RunConfig
-from benchmark.datasets import ImageDataset, Subset
+from benchmark.datasets import ImageDataset, Subset, without_unreadable
 from benchmark.registry import DATASETS, MODELS
 from benchmark.types import Context, PlantedTruth
 
@@ -43,6 +43,7 @@ class Environment:
                                                      seed=config.seed, progress=progress).to(self.device).eval()
         if self.device.type == "cuda":  # faster convolutions; numerically the same model
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.skipped_images: dict[str, list[str]] = {}  # split -> unreadable files left out
         self.fit = self._load(dataset_factory, data.fit_split, data.fit_limit)
         self.heldout = self._load(dataset_factory, data.heldout_split, data.heldout_limit)
         self._contexts: dict[tuple, Context] = {}
@@ -55,6 +56,10 @@ class Environment:
             raise ValueError(f"dataset {data.dataset!r} split {split!r} is empty")
         if limit and limit < len(dataset):
             dataset = Subset(dataset, _spread(len(dataset), limit))
+        if data.skip_unreadable:  # one extra read of every image used
+            dataset, skipped = without_unreadable(dataset, self.progress, f"check {split} images")
+            if skipped:
+                self.skipped_images[split] = skipped
         return dataset
 
     def layer(self, override: str | None = None) -> str:

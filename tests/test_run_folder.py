@@ -178,3 +178,26 @@ def test_user_errors_stop_before_setup_with_one_line(tmp_path, monkeypatch, caps
     assert main([*run, "--targets", "0"]) == 2
     assert "--targets must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_or_unwritable_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    from benchmark import cache as cache_mod
+    from benchmark.cli import error_line
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "run" / "results.csv"))
+    assert error_line(full) == f"{os.strerror(errno.ENOSPC)} ({tmp_path / 'run' / 'results.csv'}) - free some space " \
+                               "or choose another folder"
+
+    def no_space(path, write):
+        raise full
+
+    monkeypatch.setattr(cache_mod, "atomic_write", no_space)
+    monkeypatch.setenv("POLYSEMY_CACHE", str(tmp_path / "cache"))
+    tiny_config(tmp_path)
+    assert main(["cache", "verify"]) == 0  # unaffected
+    capsys.readouterr()
+    with pytest.raises(cache_mod.CacheError, match="not writable .*No space left"):
+        cache_mod.ensure_root(tmp_path / "fresh")

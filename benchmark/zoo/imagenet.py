@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from benchmark.datasets import ClassInfo, ImageDataset
+from benchmark.datasets import ClassInfo, ImageDataset, UnreadableImageError
 from benchmark.registry import DATASETS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -161,8 +161,8 @@ class ImageNetFolder(ImageDataset):
         try:
             with Image.open(path) as image:
                 rgb = image.convert("RGB")
-        except OSError as err:
-            raise OSError(f"cannot read ImageNet image {path}: {err}") from err
+        except (OSError, ValueError, Image.DecompressionBombError) as err:  # corrupt, truncated, not an image
+            raise UnreadableImageError(path, err) from None
         return self.transform(rgb), int(self.labels[index])
 
     def __repr__(self) -> str:
