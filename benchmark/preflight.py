@@ -1,8 +1,9 @@
 """Checks that need no computation, run before a benchmark's set-up writes or computes
-anything: names of the model, dataset, embedders and feature-visualisation backends,
-CLIP weights (present locally, or the network reachable), WordNet, the data folder,
-a writable cache, and numeric config values in their ranges. Each failure is one line
-saying what is wrong and what is allowed.
+anything. First :func:`check_environment` (before any plug-in is imported): value ranges,
+the data folder, WordNet, a writable cache and output folder. Then :func:`check_plugins`:
+names of the model, dataset, embedders and feature-visualisation backends, embedders
+suited to the dataset, CLIP weights present locally (or the network reachable). Each
+failure is one line saying what is wrong and what is allowed.
 """
 from __future__ import annotations
 
@@ -58,13 +59,28 @@ def _plugin_components(plugins: Iterable) -> tuple[list[tuple[str, dict, str]], 
     return embedders, backends
 
 
-def preflight(config: RunConfig, cache: Cache, methods: Iterable = (), metrics: Iterable = ()) -> None:
-    """Every check of the module docstring; raises the first failure."""
+def check_environment(config: RunConfig, cache: Cache, output: Path | None = None) -> None:
+    """Checks that need neither plug-ins nor computation (about a second from the command
+    line): value ranges, the data folder, WordNet, a writable cache and output folder."""
+    from benchmark.run_folder import check_writable as check_output
+
     check_ranges(config)
-    MODELS.get(config.model.name)
-    DATASETS.get(config.data.dataset)
     if config.data.root is not None and not Path(config.data.root).expanduser().exists():
         raise FileNotFoundError(f"data.root {config.data.root!r} does not exist (set it to the dataset folder)")
+    check_writable(cache.root)
+    if output is not None:
+        check_output(Path(output))
+    tracks = config.tracks
+    if tracks.planted.enabled or tracks.detection.enabled or "wordnet_gamma" in config.metrics \
+            or "all" in config.metrics:
+        check_wordnet()  # imports nltk: last
+
+
+def check_plugins(config: RunConfig, methods: Iterable = (), metrics: Iterable = ()) -> None:
+    """Names of the model, dataset, embedders and feature-visualisation backends; CLIP
+    weights present (or the network reachable); embedders suited to the dataset."""
+    MODELS.get(config.model.name)
+    DATASETS.get(config.data.dataset)
     metrics, methods = list(metrics), list(methods)
     embedders, backends = _plugin_components([*methods, *metrics])
     if config.figures.enabled:
@@ -79,8 +95,3 @@ def preflight(config: RunConfig, cache: Cache, methods: Iterable = (), metrics: 
                               f"{config.data.dataset!r}: set metric_params.{owner}.embedder (e.g. \"open_clip\")")
         if hasattr(cls, "check_weights"):
             cls(**args).check_weights()
-    tracks = config.tracks
-    if tracks.planted.enabled or tracks.detection.enabled or any(
-            getattr(m, "name", "") == "wordnet_gamma" for m in metrics):
-        check_wordnet()
-    check_writable(cache.root)

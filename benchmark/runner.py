@@ -113,13 +113,14 @@ class Runner:
         self.out = Path(output_dir or config.output_dir)
         self.progress = progress
         self.cache = cache or Cache()
+        from benchmark.preflight import check_environment, check_plugins
+
+        check_environment(config, self.cache, self.out)  # cheap checks first; nothing is written yet
         self.methods = resolve(METHODS, config.methods, dict(config.method_params))
         self.metrics = resolve(METRICS, config.metrics, dict(config.metric_params))
         for name in TRACKS:
             getattr(config.tracks, name)  # every track has a config section
-        from benchmark.preflight import preflight
-
-        preflight(config, self.cache, self.methods, self.metrics)  # cheap checks, nothing written yet
+        check_plugins(config, self.methods, self.metrics)
         self.folder = RunFolder(self.out, config.to_dict(), overwrite)
         self.work = self.out
         self.keys: list[str] = []

@@ -175,6 +175,13 @@ def test_user_errors_stop_before_setup_with_one_line(tmp_path, monkeypatch, caps
     assert "unknown embedder 'clip'" in capsys.readouterr().err
     assert main(separation) == 2  # the judge of the synthetic world on another dataset
     assert "embedder 'judge' of embedding_separation only embeds synthetic_world images" in capsys.readouterr().err
+    from benchmark.embedders import open_clip as clip
+
+    monkeypatch.setattr(clip, "_cached_checkpoint", lambda cfg, cache_dir: None)
+    monkeypatch.setattr(clip, "_online", lambda *a, **k: False)
+    assert main([*separation, "--set", 'metric_params.embedding_separation.embedder="open_clip"']) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "open_clip weights ViT-B-32/openai are not in the local cache" in err
     assert main([*run, "--targets", "0"]) == 2
     assert "--targets must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
