@@ -7,6 +7,7 @@ failure is one line saying what is wrong and what is allowed.
 """
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Iterable
 
@@ -95,3 +96,28 @@ def check_plugins(config: RunConfig, methods: Iterable = (), metrics: Iterable =
                               f"{config.data.dataset!r}: set metric_params.{owner}.embedder (e.g. \"open_clip\")")
         if hasattr(cls, "check_weights"):
             cls(**args).check_weights()
+
+
+_SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def check_param_types(cls: type, kwargs: dict, where: str) -> None:
+    """Parameters of simple declared types (int, float, bool, str, optionally None) must
+    have that type: ``k="two"`` is a ConfigError naming the parameter, not a TypeError
+    from deep inside the plug-in."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # unresolvable annotations: leave the checks to the plug-in
+        return
+    for key, value in kwargs.items():
+        options = [a for a in (typing.get_args(hints.get(key)) or (hints.get(key),)) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hints.get(key)) or (0,)):
+            continue  # None where None is allowed
+        if len(options) != 1 or options[0] not in _SIMPLE:
+            continue
+        kind = options[0]
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"parameter {key} of {where} must be {_SIMPLE[kind]}, got {value!r}")

@@ -26,7 +26,8 @@ from benchmark.cache import Cache, atomic_write, atomic_write_text, canonical_js
 from benchmark.config import ConfigError, RunConfig
 from benchmark.environment import Environment
 from benchmark.registry import METHODS, METRICS, Registry, hyperparameters
-from benchmark.run_folder import RunDirectoryError, RunFolder
+from benchmark.preflight import check_environment, check_param_types, check_plugins
+from benchmark.run_folder import RunDirectoryError, RunFolder  # noqa: F401 (RunDirectoryError: re-exported)
 from benchmark.tracks import TRACKS, TrackPlan
 from benchmark.types import NotApplicable, Split, Target
 
@@ -65,39 +66,12 @@ def resolve(registry: Registry, names: Iterable[str], params: dict) -> list[Plug
         if unknown:
             raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for {registry.kind} {name!r}; "
                               f"valid: {', '.join(sorted(valid)) or '(none)'}")
-        check_types(cls, kwargs, f"{registry.kind} {name!r}")
+        check_param_types(cls, kwargs, f"{registry.kind} {name!r}")
         try:
             out.append(Plugin(name, cls(**kwargs)))
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{registry.kind} {name!r}: {err}") from None
     return out
-
-
-_SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
-def check_types(cls: type, kwargs: dict, where: str) -> None:
-    """Parameters of simple declared types (int, float, bool, str, optionally None) must
-    have that type: ``k="two"`` is a ConfigError naming the parameter, not a TypeError
-    from deep inside the plug-in."""
-    import typing
-
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # unresolvable annotations: leave the checks to the plug-in
-        return
-    for key, value in kwargs.items():
-        options = [a for a in (typing.get_args(hints.get(key)) or (hints.get(key),)) if a is not type(None)]
-        if value is None and len(options) < len(typing.get_args(hints.get(key)) or (0,)):
-            continue  # None where None is allowed
-        if len(options) != 1 or options[0] not in _SIMPLE:
-            continue
-        kind = options[0]
-        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            raise ConfigError(f"parameter {key} of {where} must be {_SIMPLE[kind]}, got {value!r}")
 
 
 def unit_id(*parts: str) -> str:
@@ -113,8 +87,6 @@ class Runner:
         self.out = Path(output_dir or config.output_dir)
         self.progress = progress
         self.cache = cache or Cache()
-        from benchmark.preflight import check_environment, check_plugins
-
         check_environment(config, self.cache, self.out)  # cheap checks first; nothing is written yet
         self.methods = resolve(METHODS, config.methods, dict(config.method_params))
         self.metrics = resolve(METRICS, config.metrics, dict(config.metric_params))

@@ -73,11 +73,12 @@ def load_torchvision(name: str, weights: str | None = None, allow_download: bool
     if not path.exists():
         raise WeightsError(f"weights file {path} does not exist")
     state = _load_state_dict(path)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise WeightsError(f"weights file {path} does not fit {name}: {str(err).splitlines()[0]} "
-                           f"{'; '.join(str(err).splitlines()[1:3])}") from err
+    from benchmark.checkpoints import mismatch_summary
+
+    summary = mismatch_summary(model, state)
+    if summary:  # the first mismatched keys with expected and found shapes, not PyTorch's whole dump
+        raise WeightsError(f"weights file {path} does not fit {name}: {summary}")
+    model.load_state_dict(state)
     return model.eval()
 
 
