@@ -154,8 +154,8 @@ def test_resume_after_failure_gives_the_same_table(tmp_path, uninterrupted, monk
 
 
 def test_output_folder_of_a_different_config_is_refused(tmp_path):
-    no_tracks = {"tracks.pairs.enabled": False, "tracks.layer.enabled": False,
-                 "tracks.detection.enabled": False, "tracks.planted.enabled": False, "figures.enabled": False}
+    no_tracks = {"tracks.layer.enabled": False, "tracks.detection.enabled": False, "tracks.planted.enabled": False,
+                 "figures.enabled": False, "methods": ["identity"], "metrics": ["activation_ratio"]}
     Runner(tiny_config(tmp_path, **no_tracks), output_dir=tmp_path / "run", progress=False).run()
     other = tiny_config(tmp_path, seed=1, **no_tracks)
     with pytest.raises(RunDirectoryError, match="different configuration .*differs in: seed"):
