@@ -59,7 +59,7 @@ def results_code_fingerprint() -> str:
     for package in PACKAGES:
         module = __import__(package)
         for info in pkgutil.walk_packages(module.__path__, prefix=f"{package}."):
-            if info.name not in PRESENTATION and not info.name.startswith("benchmark.fvis"):
+            if info.name not in PRESENTATION:
                 names.append(info.name)
     return code_fingerprint(*names, *PACKAGES)
 
