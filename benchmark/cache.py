@@ -180,7 +180,8 @@ def model_fingerprint(model: nn.Module) -> str:
 def _foreign_children(root: Path) -> list[str]:
     """Names in ``root`` that a polysemy-bench cache does not put there."""
     ours = set(KINDS) | set(PROVISIONED) | {MARKER}
-    return sorted(p.name for p in root.iterdir() if p.name not in ours and not p.name.startswith(".polysemy"))
+    ours_hidden = (".polysemy", "..polysemy")  # the marker's and the write probe's temp files
+    return sorted(p.name for p in root.iterdir() if p.name not in ours and not p.name.startswith(ours_hidden))
 
 
 def ensure_root(root: Path) -> Path:
