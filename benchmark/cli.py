@@ -174,7 +174,8 @@ def _table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", help="one or more run folders (several combine into one leaderboard)")
     p.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
     p.add_argument("--track", help="only this track")
-    p.add_argument("--uncertainty", choices=["sem", "bootstrap"], default="sem")
+    p.add_argument("--uncertainty", choices=["bootstrap", "sem"], default="bootstrap",
+                   help="cell interval: 95%% bootstrap CI over targets (default) or standard error")
     p.add_argument("--output", help="write the leaderboards (.md/.tex/.csv) into this folder instead of printing")
 
 
@@ -189,7 +190,7 @@ def _table(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{d} holds no results.csv (is it a run folder?)")
     df = load_results(args.run_dirs)
     if args.output:
-        write_leaderboards(df, Path(args.output))
+        write_leaderboards(df, Path(args.output), uncertainty=args.uncertainty)
         print(f"wrote leaderboards to {args.output}")
         return 0
     tracks = [args.track] if args.track else sorted(df["track"].unique())
