@@ -58,3 +58,59 @@ def test_trivial_detectors_and_undefined():
         classifier_report(np.zeros(0, bool), [], 0.5, ())
     all_pos = classifier_report(np.ones(3, bool), [0.1, 0.2, 0.3], 0.5, ())
     assert "auroc" not in all_pos and all_pos["auprc"] == 1.0
+
+
+# ----------------------------------------------------------------- factor-based truth
+def _world_relevance(channels: dict[int, list[int]]) -> np.ndarray:
+    rel = np.zeros((16, max(channels) + 1), dtype=bool)
+    for c, classes in channels.items():
+        rel[classes, c] = True
+    return rel
+
+
+def test_factor_truth_on_world_classes():
+    from benchmark.world.classes import CLASS_INFOS, classes_sharing
+    from metrics.factor_gamma import factor_truth, world_primitives
+
+    prims = world_primitives(CLASS_INFOS)
+    stripes, dogs = list(classes_sharing("texture", 0)), list(classes_sharing("group", 0))
+    assert stripes == [0, 4, 8, 12] and dogs == [0, 1, 2, 3]
+    # channel 0: a stripe detector (all four striped classes); channel 1: beagle + Granny Smith only;
+    # channel 2: a cross (dog shape) detector
+    rel = _world_relevance({0: stripes, 1: [0, 4], 2: dogs})
+    rows = [(0, (0,), (4,)),   # beagle | Granny Smith share stripes; channel 0 responds: not polysemantic
+            (0, (0,), (5,)),   # beagle | strawberry share nothing: polysemantic
+            (1, (0,), (4,)),   # share stripes, but channel 1 misses two striped classes: polysemantic
+            (2, (0,), (1,)),   # beagle | golden retriever share the cross; channel 2 responds: not
+            (0, (0,), (1,)),   # share the cross, channel 0 does not respond to it: polysemantic
+            (0, (0, 4), (8,))]  # every class striped: not polysemantic
+    truth = factor_truth(rel, prims, *zip(*rows))
+    assert truth.tolist() == [False, True, True, False, True, False]
+    assert world_primitives(CLASS_INFOS[:4]) is None
+    with pytest.raises(ValueError, match="channel 9 out of range"):
+        factor_truth(rel, prims, [9], [(0,)], [(1,)])
+
+
+def test_factor_metric_on_world_context_and_elsewhere():
+    import pandas as pd
+
+    from benchmark.datasets import ClassInfo
+    from benchmark.world.classes import CLASS_INFOS
+    from metrics.factor_gamma import FactorGamma
+
+    stripes = [0, 4, 8, 12]
+    counts = torch.full((16,), 10)
+    importance = torch.zeros(16, 3, dtype=torch.long)
+    importance[stripes, 0] = 10
+    importance[[0, 5], 1] = 10
+    stats = SimpleNamespace(importance_counts=importance,
+                            relevant_classes=lambda p: importance >= p * counts[:, None])
+    table = pd.DataFrame(dict(channel=[0, 1, 0, 1], concept_a=[(0,), (0,), (4,), (0,)],
+                              concept_b=[(4,), (5,), (8,), (5,)], score=[0.9, 0.1, 0.8, 0.2]))
+    out = FactorGamma().score(table, SimpleNamespace(fit=SimpleNamespace(classes=CLASS_INFOS), stats=stats))
+    # truth: F, T, F, T; the scores separate them perfectly
+    assert out["positives"] == 2 and out["auroc"] == 1.0 and out["precision"] == 1.0 and out["recall"] == 1.0
+    assert FactorGamma().label == "factor_gamma[p=0.75]"
+    other = tuple(ClassInfo(i, f"n{i:08d}", f"c{i}.n.01", f"c{i}") for i in range(16))
+    with pytest.raises(NotApplicable, match="synthetic world"):
+        FactorGamma().score(table, SimpleNamespace(fit=SimpleNamespace(classes=other), stats=stats))
