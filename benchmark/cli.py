@@ -190,8 +190,11 @@ def _table(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{d} holds no results.csv (is it a run folder?)")
     df = load_results(args.run_dirs)
     if args.output:
+        from benchmark.report import write_report
+
         write_leaderboards(df, Path(args.output), uncertainty=args.uncertainty)
-        print(f"wrote leaderboards to {args.output}")
+        write_report(df, Path(args.output))
+        print(f"wrote leaderboards and the statistical report to {args.output}")
         return 0
     tracks = [args.track] if args.track else sorted(df["track"].unique())
     for track in tracks:

@@ -295,8 +295,11 @@ def cd_diagram(panels: Sequence[tuple[str, Mapping[str, float], pd.DataFrame]], 
         if set(p.index) != set(ranks) or set(p.columns) != set(ranks):
             raise ValueError(f"panel {name!r}: p_matrix must be indexed by the ranked methods {sorted(ranks)}")
     fig, axes = _figure(1, len(panels), size=(7.5, 0.5 + 0.33 * max(len(r) for _, r, _ in panels)))
+    methods = list(dict.fromkeys(m for _, ranks, _ in panels for m in ranks))
+    colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}  # one colour per method throughout
     for ax, (name, ranks, p) in zip(axes[:, 0], panels):
         sp.critical_difference_diagram(pd.Series(ranks, dtype=float), p.astype(float), ax=ax, alpha=alpha,
+                                       color_palette={m: colors[m] for m in ranks},
                                        label_fmt_left="{label} ({rank:.2f})",
                                        label_fmt_right="({rank:.2f}) {label}")
         ax.set_title(name, fontsize=9)

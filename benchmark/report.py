@@ -18,11 +18,9 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from benchmark.statistics import (ALPHA, UNIT, paired_comparisons, seed_columns, sign_flip_pvalue,
-                                  target_values)
+from benchmark.statistics import ALPHA, UNIT, paired_comparisons, seed_columns, target_values
 from benchmark.tables import DASH, normalise
 
 PER_TARGET_COLUMNS = ["track", "model", "layer", "dataset", "target", "method", "method_params", "label",
@@ -124,12 +122,10 @@ def cd_panels(values: pd.DataFrame, cmp: pd.DataFrame, track: str) -> list[tuple
     return panels
 
 
-def write_report(df: pd.DataFrame, out_dir: str | Path, seed: int = 0,
-                 detection_tables: dict | None = None) -> dict[str, Path]:
+def write_report(df: pd.DataFrame, out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write the files listed in the module docstring into ``out_dir`` atomically;
-    returns their paths by name. ``detection_tables`` (optional) are the per-pair tables
-    of the detection track (see :func:`benchmark.detection_report.load_pair_tables`)."""
-    from benchmark.cache import atomic_write_text
+    returns their paths by name."""
+    from benchmark.cache import atomic_write
     from benchmark.plots import cd_diagram
 
     df = normalise(df)
@@ -140,7 +136,7 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, seed: int = 0,
 
     def text(name: str, body: str) -> None:
         paths[name] = out / name
-        atomic_write_text(paths[name], body)
+        atomic_write(paths[name], lambda p: p.write_text(body, encoding="utf-8"))
 
     text("per_target.csv", per_target_table(df).to_csv(index=False, lineterminator="\n"))
     text("comparisons.csv", cmp.to_csv(index=False, lineterminator="\n"))
@@ -165,11 +161,7 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, seed: int = 0,
         det_md = detection_markdown(detection, df)
         text("detection.md", "# Detection track as a classifier\n\n" + det_md)
     board = (out / "leaderboard.md").read_text(encoding="utf-8") if (out / "leaderboard.md").exists() else ""
-    parts = [board, "# Detection track as a classifier", "", det_md, "# Paired comparisons", "", cmp_md,
-             *figures, "", "# Per-target values", "", per_target_markdown(df)]
-    text("report.md", "\n".join(p for p in parts if p is not None))
+    parts = [board] + (["# Detection track as a classifier", "", det_md] if det_md else [])
+    parts += ["# Paired comparisons", "", cmp_md, *figures, "", "# Per-target values", "", per_target_markdown(df)]
+    text("report.md", "\n".join(parts))
     return paths
-
-
-__all__ = ["per_target_table", "per_target_markdown", "comparisons_markdown", "cd_panels", "write_report",
-           "sign_flip_pvalue", "np"]

@@ -223,9 +223,11 @@ class Runner:
 
     def _render(self, results: pd.DataFrame, plans: list[TrackPlan], env: Environment) -> None:
         from benchmark.figures import write_figures
+        from benchmark.report import write_report
         from benchmark.table_render import write_leaderboards
 
         t0 = time.perf_counter()
         write_leaderboards(results, self.out)
+        write_report(results, self.out)  # per-target values, paired comparisons, CD diagrams, detection table
         write_figures(self.out, results, plans, self.methods, env)
         self.timings["render_s"] = time.perf_counter() - t0
