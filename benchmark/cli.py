@@ -206,6 +206,28 @@ def _table(args: argparse.Namespace) -> int:
 command("table", "render the leaderboard of one or more run folders (Markdown, LaTeX, CSV)")((_table_args, _table))
 
 
+# --- sweep ------------------------------------------------------------------------------
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweeps", nargs="?", default=None,
+                   help="sweep file name or .toml path (default: sensitivity, in benchmark/configs/sweeps)")
+    p.add_argument("--output", default="runs/sensitivity", help="folder of the sweep's run folders and sensitivity.md")
+    p.add_argument("--detection-run", help="a run folder whose detection track gives the gamma table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from benchmark.sensitivity import load_sweeps, run_sweeps
+
+    path = run_sweeps(load_sweeps(args.sweeps), args.output, progress=not args.quiet,
+                      detection_run=args.detection_run)
+    print(f"wrote {path}")
+    return 0
+
+
+command("sweep", "sensitivity sweeps: one method hyperparameter over a few values, one table per parameter")((
+    _sweep_args, _sweep))
+
+
 # --- bench ------------------------------------------------------------------------------
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", default=None, help="config name or .toml path (default: synthetic)")

@@ -119,6 +119,10 @@ def _params(text: str) -> dict:
     return params
 
 
+def canonical(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
 def _show(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
 
@@ -126,13 +130,17 @@ def _show(v: Any) -> str:
 def method_labels(df: pd.DataFrame) -> pd.Series:
     """Row label per result row: the method name, plus ``(key=value, ...)`` for the
     hyperparameters whose values differ between the parameter sets of that method
-    (just the name when every row of the method has the same parameters)."""
+    (just the name when every row of the method has the same parameters). Seeds
+    (``seed``, ``*_seed``) are replicates, not hyperparameters: runs that differ only in
+    a method seed share a label, so their values are averaged per target like any seed."""
     labels = df["method"].astype(str).copy()
     for method, rows in df.groupby("method", sort=False):
-        distinct = list(dict.fromkeys(rows["method_params"]))
-        if len(distinct) < 2:
+        parsed = {}
+        for text in dict.fromkeys(rows["method_params"]):
+            params = _params(text)
+            parsed[text] = {k: v for k, v in params.items() if not (k == "seed" or k.endswith("_seed"))}
+        if len({canonical(p) for p in parsed.values()}) < 2:
             continue
-        parsed = {s: _params(s) for s in distinct}
         keys = sorted(set().union(*parsed.values()))
         differ = [k for k in keys
                   if len({_show(p[k]) if k in p else "\0unset" for p in parsed.values()}) > 1]

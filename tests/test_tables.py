@@ -171,6 +171,10 @@ def test_method_labels_show_only_differing_params():
                       + _rows("arv", "m", "v", [2.0], "true", params='{"rho": 1.0, "tau": 0.03}')
                       + _rows("pure", "m", "v", [3.0], "true", params='{"k": 2}'))
     assert list(method_labels(df)) == ["arv(rho=0.5)", "arv(rho=1.0)", "pure"]
+    seeds = pd.DataFrame(_rows("km", "m", "v", [1.0], "true", params='{"k": 2, "seed": 0}')
+                         + _rows("km", "m", "v", [2.0], "true", params='{"k": 2, "seed": 1}')
+                         + _rows("km", "m", "v", [3.0], "true", params='{"k": 3, "seed": 1, "data_seed": 4}'))
+    assert list(method_labels(seeds)) == ["km(k=2)", "km(k=2)", "km(k=3)"]  # seeds are replicates
 
 
 def _write_run(folder, rows):
