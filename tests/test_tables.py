@@ -238,3 +238,23 @@ def test_write_leaderboards(tmp_path):
     assert set(csv["track"]) == {"pairs", "layer"} and len(csv) == 2 * 2 * 3
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "leaderboard.csv", "leaderboard.md", "leaderboard.tex"]  # no temp files left
+
+
+def test_table_command_combines_seeds_with_spread(tmp_path, capsys):
+    from benchmark.cli import main
+
+    # seed 0: 1, 3 -> mean 2; seed 1: 2, 6 -> mean 4; per target (1.5, 4.5) -> 3.0; seed sd = sd(2, 4)
+    _write_run(tmp_path / "s0", _rows("km", "m", "v", [1.0, 3.0], "true", seeds=[0, 0]))
+    _write_run(tmp_path / "s1", _rows("km", "m", "v", [2.0, 6.0], "true", seeds=[1, 1]))
+    board = leaderboard(load_results([tmp_path / "s0", tmp_path / "s1"]))
+    assert board.loc["km", ("m", "v", "mean")] == pytest.approx(3.0)
+    assert board.loc["km", ("m", "v", "n")] == 2 and board.loc["km", ("m", "v", "n_seeds")] == 2
+    assert board.loc["km", ("m", "v", "seed_sd")] == pytest.approx(math.sqrt(2))
+    assert main(["table", str(tmp_path / "s0"), str(tmp_path / "s1")]) == 0
+    out = capsys.readouterr().out
+    assert "Seed spread" in out and "| km | 1.414 (2) |" in out
+    assert main(["table", str(tmp_path / "s0"), str(tmp_path / "s1"), "--output", str(tmp_path / "both")]) == 0
+    assert {"leaderboard.md", "per_target.csv", "comparisons.csv", "report.md"} <= {
+        p.name for p in (tmp_path / "both").iterdir()}
+    per_target = pd.read_csv(tmp_path / "both" / "per_target.csv")
+    assert sorted(per_target["seed"]) == [0, 0, 1, 1]
