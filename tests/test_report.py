@@ -88,3 +88,14 @@ def test_write_report(tmp_path):
     report = paths["report.md"].read_text()
     assert report.index("# Detection track") < report.index("# Paired comparisons") < report.index("# Per-target")
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_single_target_cells_take_the_metrics_own_interval():
+    from benchmark.tables import leaderboard
+
+    df = results()
+    board = leaderboard(df, "detection")
+    own = df[(df.method == "arv") & (df.column.isin(["auroc_ci_low", "auroc_ci_high"]))].set_index("column")["value"]
+    assert board.loc["arv", ("wordnet_gamma[wup<0.65]", "auroc", "ci_low")] == own["auroc_ci_low"]
+    assert board.loc["arv", ("wordnet_gamma[wup<0.65]", "auroc", "ci_high")] == own["auroc_ci_high"]
+    assert math.isnan(board.loc["arv", ("wordnet_gamma[wup<0.65]", "f1", "ci_low")])  # none reported: none shown
