@@ -133,7 +133,9 @@ def seed_spread(df: pd.DataFrame) -> pd.DataFrame:
     deviation (ddof = 1) over seed combinations of the mean over targets within that
     seed combination (NaN with a single seed)."""
     rows = _scored(df)
-    seeds = seed_columns(rows) or ["seed"]
+    seeds = seed_columns(rows)
+    if not seeds:
+        rows, seeds = rows.assign(seed=0), ["seed"]
     per_seed = rows.groupby(list(KEYS) + seeds, sort=False)["value"].mean().reset_index()
     return per_seed.groupby(list(KEYS), sort=False)["value"].agg(
         n_seeds="size", seed_sd=lambda v: float(v.std(ddof=1)) if len(v) > 1 else math.nan).reset_index()

@@ -29,8 +29,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from benchmark.statistics import (N_BOOT, UNIT, bootstrap_ci, leaders, paired_comparisons, seed_spread,
-                                  target_values)
+from benchmark.statistics import (N_BOOT, UNIT, bootstrap_ci, leaders, paired_comparisons, seed_columns,
+                                  seed_spread, target_values)
 
 
 COLUMNS = ("track", "model", "layer", "dataset", "target", "method", "method_params",
@@ -59,7 +59,7 @@ def load_results(run_dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
             raise FileNotFoundError(f"no results table at {csv} (expected a run folder holding "
                                     "results.csv, or the path of a results csv)")
         raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
-        missing = [c for c in COLUMNS if c not in raw.columns]
+        missing = _missing(raw)
         if missing:
             raise ValueError(f"{csv} lacks columns {missing}; a results table has {list(COLUMNS)}")
         raw["run"] = str(csv.parent)
@@ -67,6 +67,14 @@ def load_results(run_dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     if not frames:
         raise ValueError("load_results needs at least one run folder")
     return normalise(pd.concat(frames, ignore_index=True))
+
+
+def _missing(df: pd.DataFrame) -> list[str]:
+    """Required columns that ``df`` lacks; ``seed`` may be replaced by ``*_seed`` columns."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing == ["seed"] and seed_columns(df):
+        return []
+    return missing
 
 
 def _truth(v: Any, what: str, none_ok: bool) -> bool | None:
@@ -86,7 +94,7 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     """A typed copy: value float (NaN where empty), seed int, main bool,
     higher_is_better True/False/None, text columns str, ``label`` added if missing
     (:func:`method_labels`). Checks columns and statuses."""
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = _missing(df)
     if missing:
         raise ValueError(f"results lack columns {missing}; a results table has {list(COLUMNS)}")
     out = df.copy()
@@ -97,7 +105,8 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     if not pd.api.types.is_numeric_dtype(value):  # text from a csv: "" means NaN
         value = value.astype(object).map(lambda v: np.nan if v is None or str(v).strip() == "" else v)
     out["value"] = pd.to_numeric(value, errors="raise").astype(float)
-    out["seed"] = pd.to_numeric(out["seed"], errors="raise").astype(int)
+    for key in seed_columns(out):  # "seed" and any "*_seed" key (data, model, method seeds)
+        out[key] = pd.to_numeric(out[key], errors="raise").astype(int)
     out["main"] = [bool(_truth(v, "main", False)) for v in out["main"]]
     out["higher_is_better"] = pd.Series([_truth(v, "higher_is_better", True)
                                          for v in out["higher_is_better"]], index=out.index, dtype=object)

@@ -144,3 +144,15 @@ def test_partial_coverage_never_bolded():
     assert marks["full"] == "tied"
     # nobody covers every target: nothing marked
     assert _marks({"x": [1.0, math.nan, 2.0], "y": [0.0, 1.0, math.nan]}) == {}
+
+
+def test_seed_keys_other_than_seed():
+    from benchmark.tables import leaderboard
+
+    a = results({"a": [1.0, 3.0]}).drop(columns="seed").assign(model_seed=0, method_seed=0)
+    b = results({"a": [3.0, 7.0]}).drop(columns="seed").assign(model_seed=1, method_seed=0)
+    board = leaderboard(pd.concat([a, b], ignore_index=True))
+    # per target (2, 5) -> mean 3.5; per model seed (2, 5) -> sd 2.1213
+    assert board.loc["a", ("rec", "ari", "mean")] == pytest.approx(3.5)
+    assert board.loc["a", ("rec", "ari", "n_seeds")] == 2
+    assert board.loc["a", ("rec", "ari", "seed_sd")] == pytest.approx(np.std([2.0, 5.0], ddof=1))
