@@ -76,16 +76,19 @@ def test_factor_truth_on_world_classes():
     stripes, dogs = list(classes_sharing("texture", 0)), list(classes_sharing("group", 0))
     assert stripes == [0, 4, 8, 12] and dogs == [0, 1, 2, 3]
     # channel 0: a stripe detector (all four striped classes); channel 1: beagle + Granny Smith only;
-    # channel 2: a cross (dog shape) detector
-    rel = _world_relevance({0: stripes, 1: [0, 4], 2: dogs})
+    # channel 2: a cross (dog shape) detector; channel 3: beagle only among the striped classes
+    rel = _world_relevance({0: stripes, 1: [0, 4], 2: dogs, 3: [0, 5]})
     rows = [(0, (0,), (4,)),   # beagle | Granny Smith share stripes; channel 0 responds: not polysemantic
             (0, (0,), (5,)),   # beagle | strawberry share nothing: polysemantic
-            (1, (0,), (4,)),   # share stripes, but channel 1 misses two striped classes: polysemantic
+            (1, (0,), (4,)),   # share stripes; channel 1 covers 2 of the 4 striped classes
             (2, (0,), (1,)),   # beagle | golden retriever share the cross; channel 2 responds: not
-            (0, (0,), (1,)),   # share the cross, channel 0 does not respond to it: polysemantic
+            (0, (0,), (1,)),   # share the cross, channel 0 is relevant to 1 of 4 dogs: polysemantic
+            (3, (0,), (4,)),   # share stripes, channel 3 is relevant to 1 of 4 striped classes: polysemantic
             (0, (0, 4), (8,))]  # every class striped: not polysemantic
-    truth = factor_truth(rel, prims, *zip(*rows))
-    assert truth.tolist() == [False, True, True, False, True, False]
+    truth = factor_truth(rel, prims, *zip(*rows))  # min_share 0.5: 2 of 4 carriers suffice
+    assert truth.tolist() == [False, True, False, False, True, True, False]
+    strict = factor_truth(rel, prims, *zip(*rows), min_share=1.0)  # every carrier needed
+    assert strict.tolist() == [False, True, True, False, True, True, False]
     assert world_primitives(CLASS_INFOS[:4]) is None
     with pytest.raises(ValueError, match="channel 9 out of range"):
         factor_truth(rel, prims, [9], [(0,)], [(1,)])
@@ -102,7 +105,7 @@ def test_factor_metric_on_world_context_and_elsewhere():
     counts = torch.full((16,), 10)
     importance = torch.zeros(16, 3, dtype=torch.long)
     importance[stripes, 0] = 10
-    importance[[0, 5], 1] = 10
+    importance[[0, 5], 1] = 10  # beagle | strawberry share nothing
     stats = SimpleNamespace(importance_counts=importance,
                             relevant_classes=lambda p: importance >= p * counts[:, None])
     table = pd.DataFrame(dict(channel=[0, 1, 0, 1], concept_a=[(0,), (0,), (4,), (0,)],
@@ -110,7 +113,9 @@ def test_factor_metric_on_world_context_and_elsewhere():
     out = FactorGamma().score(table, SimpleNamespace(fit=SimpleNamespace(classes=CLASS_INFOS), stats=stats))
     # truth: F, T, F, T; the scores separate them perfectly
     assert out["positives"] == 2 and out["auroc"] == 1.0 and out["precision"] == 1.0 and out["recall"] == 1.0
-    assert FactorGamma().label == "factor_gamma[p=0.75]"
+    assert FactorGamma().label == "factor_gamma[p=0.75,share=0.5]"
+    with pytest.raises(ValueError, match="min_share must lie in"):
+        FactorGamma(min_share=0.0)
     other = tuple(ClassInfo(i, f"n{i:08d}", f"c{i}.n.01", f"c{i}") for i in range(16))
     with pytest.raises(NotApplicable, match="synthetic world"):
         FactorGamma().score(table, SimpleNamespace(fit=SimpleNamespace(classes=other), stats=stats))
