@@ -59,6 +59,8 @@ def _notes(board: pd.DataFrame, latex: bool) -> str:
                                     if latex else ("±", "%", DASH, "↑/↓", "α"))
     spread = (f"{pm} standard error" if a["uncertainty"] == "sem"
               else f"[95{pct} percentile-bootstrap interval over targets, {a.get('n_boot', 2000)} resamples]")
+    if a.get("own_interval"):
+        spread = f"[the metric's own 95{pct} interval (detection: bootstrap over pairs)]"
     counts = board.loc[:, [k for k in board.columns if k[2] in ("n", "n_total")]].to_numpy()
     n, total = counts[:, 0::2], counts[:, 1::2]
     partial = " (a/b): a value on a of the b targets scored, else all;" if ((n > 0) & (n < total)).any() else ""

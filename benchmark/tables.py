@@ -255,6 +255,8 @@ def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "
         "datasets": list(dict.fromkeys(rows["dataset"])), "models": list(dict.fromkeys(rows["model"])),
         "layers": list(dict.fromkeys(rows["layer"])), "metrics": list(dict.fromkeys(rows["metric"])),
         "n_targets": n_targets,
+        "own_interval": n_targets == 1 and uncertainty == "bootstrap" and bool(
+            board[[k for k in board.columns if k[2] == "ci_low"]].notna().to_numpy().any()),
     }
     return board
 
