@@ -195,7 +195,8 @@ def _table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", help="one or more run folders (several combine into one leaderboard)")
     p.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
     p.add_argument("--track", help="only this track")
-    p.add_argument("--uncertainty", choices=["sem", "bootstrap"], default="sem")
+    p.add_argument("--uncertainty", choices=["bootstrap", "sem"], default="bootstrap",
+                   help="cell interval: 95%% bootstrap CI over targets (default) or standard error")
     p.add_argument("--output", help="write the leaderboards (.md/.tex/.csv) into this folder instead of printing")
 
 
@@ -210,8 +211,11 @@ def _table(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{d} holds no results.csv (is it a run folder?)")
     df = load_results(args.run_dirs)
     if args.output:
-        write_leaderboards(df, Path(args.output))
-        print(f"wrote leaderboards to {args.output}")
+        from benchmark.report import write_report
+
+        write_leaderboards(df, Path(args.output), uncertainty=args.uncertainty)
+        write_report(df, Path(args.output))
+        print(f"wrote leaderboards and the statistical report to {args.output}")
         return 0
     tracks = [args.track] if args.track else sorted(df["track"].unique())
     for track in tracks:
@@ -221,6 +225,28 @@ def _table(args: argparse.Namespace) -> int:
 
 
 command("table", "render the leaderboard of one or more run folders (Markdown, LaTeX, CSV)")((_table_args, _table))
+
+
+# --- sweep ------------------------------------------------------------------------------
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweeps", nargs="?", default=None,
+                   help="sweep file name or .toml path (default: sensitivity, in benchmark/configs/sweeps)")
+    p.add_argument("--output", default="runs/sensitivity", help="folder of the sweep's run folders and sensitivity.md")
+    p.add_argument("--detection-run", help="a run folder whose detection track gives the gamma table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from benchmark.sensitivity import load_sweeps, run_sweeps
+
+    path = run_sweeps(load_sweeps(args.sweeps), args.output, progress=not args.quiet,
+                      detection_run=args.detection_run)
+    print(f"wrote {path}")
+    return 0
+
+
+command("sweep", "sensitivity sweeps: one method hyperparameter over a few values, one table per parameter")((
+    _sweep_args, _sweep))
 
 
 # --- bench ------------------------------------------------------------------------------

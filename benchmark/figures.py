@@ -73,7 +73,7 @@ def _best_matching(parts: torch.Tensor, virtual: torch.Tensor) -> list[int]:
 
 def _gamma_sweep(fig_dir: Path, results: pd.DataFrame) -> list[Path]:
     rows = results[(results["track"] == "detection") & results["column"].str.match(r"^(precision|recall)@")]
-    rows = rows[rows["status"] == "ok"]
+    rows = rows[(rows["status"] == "ok") & rows["metric"].str.startswith("wordnet_gamma")]  # one truth per figure
     if rows.empty:
         return []
     parts = rows["column"].str.extract(r"^(?P<kind>precision|recall)@(?P<gamma>[0-9.]+)$")

@@ -10,6 +10,10 @@
 * :func:`gamma_sweep`: precision-recall over the gamma sweep of polysemanticity
   detection, one line per method.
 * :func:`recovery_scatter`: recovered vs planted activation, one panel per planted part.
+* :func:`cd_diagram`: critical-difference diagrams (Demsar 2006), one panel per metric
+  column: average ranks over targets, methods joined by a bar where the paired test
+  (Holm-corrected, from :mod:`benchmark.statistics`) cannot separate them; drawn by
+  scikit-posthocs' ``critical_difference_diagram``.
 
 Figures are built on ``matplotlib.figure.Figure`` (Agg canvas; pyplot's global state is
 never touched) and written atomically. Every function returns ``(png_path, pdf_path)``.
@@ -272,4 +276,32 @@ def recovery_scatter(true_parts: Any, virtual: Any, matching: Sequence[int | Non
         ax.set_title(f"{names[i]} ↔ virtual {int(j) + 1}: r = " + ("n/a" if np.isnan(r) else f"{r:.3f}"))
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def cd_diagram(panels: Sequence[tuple[str, Mapping[str, float], pd.DataFrame]], path: str | Path,
+               title: str, alpha: float = 0.05) -> tuple[Path, Path]:
+    """Critical-difference diagram, one panel per ``(name, ranks, p_matrix)``: ``ranks``
+    maps a method to its average rank (1 = best), ``p_matrix`` is a square DataFrame of
+    (adjusted) p-values indexed by the same methods (diagonal 1); methods with p >= alpha
+    are joined by a crossbar."""
+    import scikit_posthocs as sp
+
+    if not panels:
+        raise ValueError("cd_diagram needs at least one panel")
+    for name, ranks, p in panels:
+        if len(ranks) < 2:
+            raise ValueError(f"panel {name!r} needs at least two methods, got {len(ranks)}")
+        if set(p.index) != set(ranks) or set(p.columns) != set(ranks):
+            raise ValueError(f"panel {name!r}: p_matrix must be indexed by the ranked methods {sorted(ranks)}")
+    fig, axes = _figure(1, len(panels), size=(7.5, 0.5 + 0.33 * max(len(r) for _, r, _ in panels)))
+    methods = list(dict.fromkeys(m for _, ranks, _ in panels for m in ranks))
+    colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}  # one colour per method throughout
+    for ax, (name, ranks, p) in zip(axes[:, 0], panels):
+        sp.critical_difference_diagram(pd.Series(ranks, dtype=float), p.astype(float), ax=ax, alpha=alpha,
+                                       color_palette={m: colors[m] for m in ranks},
+                                       label_fmt_left="{label} ({rank:.2f})",
+                                       label_fmt_right="({rank:.2f}) {label}")
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)

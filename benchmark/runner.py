@@ -246,10 +246,12 @@ class Runner:
 
     def _render(self, results: pd.DataFrame, plans: list[TrackPlan], env: Environment) -> None:
         from benchmark.figures import write_figures
+        from benchmark.report import write_report
         from benchmark.table_render import write_leaderboards
 
         t0 = time.perf_counter()
         write_leaderboards(results, self.work)
+        write_report(results, self.work)  # per-target values, paired comparisons, CD diagrams, detection table
         self.folder.clear_figures()
         write_figures(self.work, results, plans, self.methods, env)
         self.timings["render_s"] = time.perf_counter() - t0

@@ -1,10 +1,15 @@
 """Rendering of leaderboards (boards from :func:`benchmark.tables.leaderboard`) as
 Markdown, LaTeX (booktabs) and CSV, and writing all three atomically.
 
-Numbers are shown as ``0.812 ± 0.013`` (or a bootstrap interval), the best value of a column
-with a direction in bold (ties all bold), ↑/↓ from ``higher_is_better`` in the headers,
-"—" where a metric does not apply, and a notes line naming datasets, models, layers and
-the metric labels (which carry the embedder).
+Numbers are shown as ``0.812 [0.790, 0.835]`` (a bootstrap interval over targets; or
+``± s.e.m.``), ``(a/b)`` where a method has a value on a of the b targets, ↑/↓ from
+``higher_is_better`` in the headers, "—" where a metric does not apply, and a notes line
+naming datasets, models, layers, metric labels (which carry the embedder), the interval
+and the test. Bold and underline follow the board's ``marks``
+(:func:`benchmark.statistics.leaders`): bold = a method scored on every target and
+significantly better than every other one (Holm-corrected paired sign-flip test);
+underline = leaders that no test separates. With several seeds, a second table gives the
+seed spread.
 """
 from __future__ import annotations
 
@@ -39,36 +44,33 @@ def _cell_text(board: pd.DataFrame, label: str, metric: str, column: str) -> str
     return text + (f" ({n}/{total})" if n < total else "")
 
 
-def _best(board: pd.DataFrame, metric: str, column: str, higher: bool | None) -> set[str]:
-    """Methods whose DISPLAYED mean is best (ties all best); none without a direction or
-    with fewer than two methods to compare."""
-    means = board[(metric, column, "mean")]
-    shown = {m: float(fmt_number(v)) for m, v in means.items()
-             if board.loc[m, (metric, column, "n")] > 0 and math.isfinite(v)}
-    if higher is None or len(shown) < 2:
-        return set()
-    best = max(shown.values()) if higher else min(shown.values())
-    return {m for m, v in shown.items() if v == best}
-
-
 def _keys(board: pd.DataFrame) -> list[tuple[str, str]]:
     return list(dict.fromkeys((m, c) for m, c, _ in board.columns))
 
 
 def _notes(board: pd.DataFrame, latex: bool) -> str:
     """The line naming datasets, models, layers and metric labels, and the cell legend."""
+    from benchmark.statistics import ALPHA
+
     a = board.attrs
     head = (f"Datasets: {'; '.join(a['datasets'])}. Models: {'; '.join(a['models'])}. "
             f"Layers: {'; '.join(a['layers'])}. Metrics: {'; '.join(a['metrics'])}.")
-    pm, pct, dash, arrows = (("$\\pm$", "\\%", "---", "$\\uparrow$/$\\downarrow$") if latex
-                             else ("±", "%", DASH, "↑/↓"))
-    spread = f"{pm} standard error" if a["uncertainty"] == "sem" else f"[95{pct} bootstrap interval]"
+    pm, pct, dash, arrows, alpha = (("$\\pm$", "\\%", "---", "$\\uparrow$/$\\downarrow$", "$\\alpha$")
+                                    if latex else ("±", "%", DASH, "↑/↓", "α"))
+    spread = (f"{pm} standard error" if a["uncertainty"] == "sem"
+              else f"[95{pct} percentile-bootstrap interval over targets, {a.get('n_boot', 2000)} resamples]")
+    if a.get("own_interval"):
+        spread = f"[the metric's own 95{pct} interval (detection: bootstrap over pairs)]"
     counts = board.loc[:, [k for k in board.columns if k[2] in ("n", "n_total")]].to_numpy()
     n, total = counts[:, 0::2], counts[:, 1::2]
-    partial = " (a/b): over a of the b targets scored;" if ((n > 0) & (n < total)).any() else ""
+    partial = " (a/b): a value on a of the b targets scored, else all;" if ((n > 0) & (n < total)).any() else ""
+    test = (f"bold: the best mean among methods with a value on every target, better than every other "
+            f"method by an exact two-sided sign-flip test of paired differences on common targets, "
+            f"Holm-corrected over the column's pairwise comparisons ({alpha} = {ALPHA:g}); underlined: "
+            f"leaders that test cannot separate (partial coverage is never bold)")
     return ((_tex(head) if latex else head)
-            + f" Cells: mean {spread} over {a['n_targets']} targets (seeds averaged per target);"
-            f"{partial} {dash} not applicable; best in bold; {arrows}: higher/lower is better.")
+            + f" Cells: mean {spread}, {a['n_targets']} targets, seeds averaged per target first;"
+            f"{partial} {dash} not applicable; {test}; {arrows}: higher/lower is better.")
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -89,12 +91,34 @@ def _markdown(board: pd.DataFrame, caption: str) -> str:
     lines = [f"**{esc(caption)}**", "",
              "| method | " + " | ".join(esc(f"{m} / {c}") + arrow[dirs[(m, c)]] for m, c in keys) + " |",
              "|:--" + "|--:" * len(keys) + "|"]
-    best = {k: _best(board, *k, dirs[k]) for k in keys}
+    wrap = {"best": "**{}**", "tied": "<u>{}</u>"}
     for label in board.index:
         cells = [_cell_text(board, label, m, c) for m, c in keys]
-        cells = [f"**{t}**" if label in best[k] else t for t, k in zip(cells, keys)]
+        cells = [_mark(board, label, k, t, wrap) for t, k in zip(cells, keys)]
         lines.append(f"| {esc(label)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + ["", _notes(board, latex=False), ""])
+    return "\n".join(lines + ["", _notes(board, latex=False), ""] + _seed_table(board, esc))
+
+
+def _mark(board: pd.DataFrame, label: str, key: tuple[str, str], text: str, wrap: dict) -> str:
+    mark = board.attrs.get("marks", {}).get(key, {}).get(label)
+    return wrap[mark].format(text) if mark else text
+
+
+def _seed_table(board: pd.DataFrame, esc) -> list[str]:
+    """Markdown lines of the seed spread (only when some cell averages several seeds)."""
+    keys = _keys(board)
+    if not any((board[(m, c, "n_seeds")] > 1).any() for m, c in keys):
+        return []
+    lines = ["Seed spread: standard deviation over seeds of the mean over targets (number of seeds).", "",
+             "| method | " + " | ".join(esc(f"{m} / {c}") for m, c in keys) + " |",
+             "|:--" + "|--:" * len(keys) + "|"]
+    for label in board.index:
+        cells = []
+        for m, c in keys:
+            k, sd = int(board.loc[label, (m, c, "n_seeds")]), board.loc[label, (m, c, "seed_sd")]
+            cells.append(DASH if k == 0 else (f"{fmt_number(sd)} ({k})" if math.isfinite(sd) else f"— ({k})"))
+        lines.append(f"| {esc(label)} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _latex(board: pd.DataFrame, caption: str, tex_label: str) -> str:
@@ -109,11 +133,11 @@ def _latex(board: pd.DataFrame, caption: str, tex_label: str) -> str:
         top.append(f"\\multicolumn{{{len(cols)}}}{{c}}{{{_tex(m)}}}")
         rules.append(f"\\cmidrule(lr){{{start}-{start + len(cols) - 1}}}")
         start += len(cols)
-    best = {k: _best(board, *k, dirs[k]) for k in keys}
+    wrap = {"best": "\\textbf{{{}}}", "tied": "\\underline{{{}}}"}
     body = []
     for label in board.index:
         cells = [_tex(_cell_text(board, label, m, c)) for m, c in keys]
-        cells = [f"\\textbf{{{t}}}" if label in best[k] else t for t, k in zip(cells, keys)]
+        cells = [_mark(board, label, k, t, wrap) for t, k in zip(cells, keys)]
         body.append(_tex(label) + " & " + " & ".join(cells) + r" \\")
     return "\n".join([
         r"% requires \usepackage{booktabs}", r"\begin{table}[htbp]", r"\centering",
@@ -137,6 +161,7 @@ def long_table(board: pd.DataFrame) -> pd.DataFrame:
             rec.update({s: board.loc[label, (m, c, s)] for s in stats})
             n, err = rec["n"], rec["n_error"]
             rec["cell"] = "ok" if n > 0 else ("error" if err > 0 else "not_applicable")
+            rec["mark"] = a.get("marks", {}).get((m, c), {}).get(label, "")
             rec.update(models="; ".join(a["models"]), datasets="; ".join(a["datasets"]),
                        layers="; ".join(a["layers"]), uncertainty=a["uncertainty"])
             records.append(rec)
@@ -150,9 +175,9 @@ def render(board: pd.DataFrame, fmt: str = "markdown", caption: str | None = Non
            tex_label: str | None = None) -> str:
     """Text of a :func:`leaderboard` in ``markdown``, ``latex`` (booktabs) or ``csv``.
 
-    Best per column in bold (by the displayed mean; ties all bold; none for columns
-    without direction); arrows from ``higher_is_better``; the caption is followed by a
-    note naming datasets, models, layers and metric labels. ``tex_label`` defaults to
+    Bold / underline from the board's marks (see the module docstring); arrows from
+    ``higher_is_better``; the caption is followed by a note naming datasets, models,
+    layers, metric labels, the interval and the test. ``tex_label`` defaults to
     ``tab:leaderboard-<track>``. CSV: :func:`long_table`.
     """
     if fmt not in FORMATS:
@@ -168,7 +193,7 @@ def render(board: pd.DataFrame, fmt: str = "markdown", caption: str | None = Non
     return long_table(board).to_csv(index=False, lineterminator="\n")
 
 
-def write_leaderboards(df: pd.DataFrame, out_dir: str | Path, uncertainty: str = "sem",
+def write_leaderboards(df: pd.DataFrame, out_dir: str | Path, uncertainty: str = "bootstrap",
                        seed: int = 0) -> dict[str, Path]:
     """Write ``leaderboard.md`` (a section per track; a subsection per model and dataset
     when a track has several), ``leaderboard.tex`` and ``leaderboard.csv`` atomically.

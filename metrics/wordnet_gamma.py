@@ -8,12 +8,15 @@ the two concepts is below ``threshold``; the similarity of two class SETS is the
 over all cross pairs of classes (related if any two classes are related). Prediction:
 *polysemantic* iff ``s < gamma``. Then, with TP/FP/FN counted over the rows,
 precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = 2 P R / (P + R).
+Beyond the paper, the score is also judged as a classifier (AUROC, AUPRC with bootstrap
+intervals) next to the trivial detectors "always polysemantic" and "random" on the same
+rows: :mod:`metrics._detection` (shared with the factor-truth metric ``factor_gamma``).
 
 Undefined cases (never reported as 0 when they do not apply):
 * no unrelated pair in the table: recall is undefined at every gamma -> NotApplicable;
-* no pair predicted polysemantic at a gamma: precision (and F1) are undefined there; at the
-  main ``gamma`` -> NotApplicable, in the sweep the ``precision@g``/``f1@g`` keys are left
-  out (``predicted@g``, the number of predicted positives, is always reported);
+* no pair predicted polysemantic at a gamma: precision (and F1) are undefined there and
+  their keys are left out (``predicted@g``, the number of predicted positives, is always
+  reported); AUROC/AUPRC still are;
 * predictions and positives exist but TP = 0: precision = recall = 0 and F1 = 0.
 
 Default thresholds (``threshold=None``) per measure: wup 0.65, path 0.15, lch 1.7 (lch is a
@@ -32,35 +35,14 @@ import numpy as np
 
 from benchmark.registry import METRICS
 from benchmark.types import Column, Context, NotApplicable
+from metrics._detection import DetectionCounts, classifier_report, counts
+
+__all__ = ["DEFAULT_SWEEP", "DEFAULT_THRESHOLDS", "DetectionCounts", "WordNetGamma", "gamma_precision_recall",
+           "read_table"]
 
 DEFAULT_THRESHOLDS: dict[str, float] = {"wup": 0.65, "path": 0.15, "lch": 1.7}
 DEFAULT_SWEEP: tuple[float, ...] = tuple(round(0.3 + 0.05 * i, 2) for i in range(9))
 REQUIRED_COLUMNS = ("channel", "concept_a", "concept_b", "score")
-
-
-@dataclass(frozen=True)
-class DetectionCounts:
-    """Confusion counts at one gamma; precision/recall/F1 are None where undefined."""
-
-    tp: int
-    fp: int
-    fn: int
-    tn: int
-
-    @property
-    def precision(self) -> float | None:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else None
-
-    @property
-    def recall(self) -> float | None:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
-
-    @property
-    def f1(self) -> float | None:
-        p, r = self.precision, self.recall
-        if p is None or r is None:
-            return None
-        return 0.0 if p + r == 0 else 2 * p * r / (p + r)
 
 
 def gamma_precision_recall(similarities: Sequence[float], scores: Sequence[float], gamma: float,
@@ -77,22 +59,24 @@ def gamma_precision_recall(similarities: Sequence[float], scores: Sequence[float
         raise ValueError(f"similarities and scores must be 1-D of equal length, got {sim.shape} and {s.shape}")
     if not (np.isfinite(sim).all() and np.isfinite(s).all()):
         raise ValueError("similarities and scores must be finite (no NaN/inf)")
-    truth, pred = sim < threshold, s < gamma
-    return DetectionCounts(tp=int((truth & pred).sum()), fp=int((~truth & pred).sum()),
-                           fn=int((truth & ~pred).sum()), tn=int((~truth & ~pred).sum()))
+    return counts(sim < threshold, s, gamma)
 
 
 @METRICS.register("wordnet_gamma")
 @dataclass(frozen=True)
 class WordNetGamma:
-    """Precision/recall/F1 of "score < gamma" against "WordNet-unrelated" class pairs."""
+    """AUROC/AUPRC of the score and precision/recall/F1 of "score < gamma" against
+    "WordNet-unrelated" class pairs (``seed``: bootstrap and random detector)."""
 
     gamma: float = 0.5
     sweep: tuple[float, ...] = DEFAULT_SWEEP
     measure: str = "wup"
     threshold: float | None = None
+    seed: int = 0
 
     columns: ClassVar[tuple[Column, ...]] = (
+        Column("auroc", True, (0.0, 1.0)),
+        Column("auprc", True, (0.0, 1.0)),
         Column("precision", True, (0.0, 1.0)),
         Column("recall", True, (0.0, 1.0)),
         Column("f1", True, (0.0, 1.0)),
@@ -132,37 +116,33 @@ class WordNetGamma:
                          for ca, cb in zip(table["concept_a"], table["concept_b"])], dtype=float)
 
     def score(self, table: Any, context: Context) -> dict[str, float]:
-        import pandas as pd
-
-        table = pd.DataFrame(table)
-        missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-        if missing:
-            raise ValueError(f"detection table lacks columns {missing}; it needs {list(REQUIRED_COLUMNS)}")
-        if len(table) == 0:
-            raise NotApplicable("the detection table is empty")
-        scores = table["score"].to_numpy(dtype=float)
-        if not np.isfinite(scores).all():
-            raise ValueError(f"detection table has {int((~np.isfinite(scores)).sum())} non-finite scores")
+        table = read_table(table)
         sims = self.similarities(table, context)
         threshold = self.similarity_threshold
-        unrelated = int((sims < threshold).sum())
-        if unrelated == 0:
-            raise NotApplicable(f"no pair of the {len(table)} is WordNet-unrelated ({self.measure} < {threshold:g}): recall is undefined")
-        main = gamma_precision_recall(sims, scores, self.gamma, threshold)
-        if main.precision is None:
-            raise NotApplicable(f"no pair has score < gamma={self.gamma:g}: precision is undefined")
-        out = {"precision": main.precision, "recall": main.recall, "f1": main.f1,
-               "pairs": float(len(table)), "unrelated": float(unrelated),
-               "tp": float(main.tp), "fp": float(main.fp), "fn": float(main.fn), "tn": float(main.tn)}
-        for g in self.sweep:
-            counts = gamma_precision_recall(sims, scores, g, threshold)
-            tag = f"{g:.2f}"
-            out[f"predicted@{tag}"] = float(counts.tp + counts.fp)
-            out[f"recall@{tag}"] = counts.recall
-            if counts.precision is not None:
-                out[f"precision@{tag}"] = counts.precision
-                out[f"f1@{tag}"] = counts.f1
+        unrelated = sims < threshold
+        if not unrelated.any():
+            raise NotApplicable(f"no pair of the {len(table)} is WordNet-unrelated ({self.measure} < {threshold:g}): "
+                                "recall is undefined")
+        out = classifier_report(unrelated, table["score"].to_numpy(dtype=float), self.gamma, self.sweep, seed=self.seed)
+        out["unrelated"] = out["positives"]
         return out
+
+
+def read_table(table: Any):
+    """The detection table as a DataFrame, checked: the required columns, finite scores;
+    NotApplicable when empty."""
+    import pandas as pd
+
+    table = pd.DataFrame(table)
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"detection table lacks columns {missing}; it needs {list(REQUIRED_COLUMNS)}")
+    if len(table) == 0:
+        raise NotApplicable("the detection table is empty")
+    scores = table["score"].to_numpy(dtype=float)
+    if not np.isfinite(scores).all():
+        raise ValueError(f"detection table has {int((~np.isfinite(scores)).sum())} non-finite scores")
+    return table
 
 
 def _as_classes(concept: Any) -> tuple[int, ...]:

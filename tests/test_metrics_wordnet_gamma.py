@@ -82,6 +82,10 @@ def test_metric_on_a_hand_table(fake_wordnet):
     out = metric.score(hand_table(), fake_context(8))
     assert (out["precision"], out["recall"], out["f1"]) == pytest.approx((2 / 3, 2 / 3, 2 / 3))
     assert (out["tp"], out["fp"], out["fn"], out["tn"], out["unrelated"], out["pairs"]) == (2, 1, 1, 2, 3, 6)
+    # decision -score; positives (rows 0, 1, 4) score 0.1, 0.6, 0.45, negatives 0.2, 0.7, 0.9:
+    # positive below negative in 3 + 2 + 2 = 7 of 9 pairs
+    assert out["auroc"] == pytest.approx(7 / 9) and out["prevalence"] == pytest.approx(0.5)
+    assert out["always_precision"] == pytest.approx(0.5) and out["always_auroc"] == 0.5
     assert out["precision@0.30"] == pytest.approx(0.5) and out["recall@0.30"] == pytest.approx(1 / 3)
     assert "precision@0.05" not in out and "f1@0.05" not in out
     assert out["predicted@0.05"] == 0.0 and out["recall@0.05"] == 0.0
@@ -99,8 +103,9 @@ def test_metric_not_applicable_and_bad_tables(fake_wordnet):
     ctx = fake_context(8)
     with pytest.raises(NotApplicable, match="recall is undefined"):
         WordNetGamma(threshold=0.05).score(hand_table(), ctx)
-    with pytest.raises(NotApplicable, match="precision is undefined"):
-        WordNetGamma(gamma=0.05).score(hand_table(), ctx)
+    nothing_predicted = WordNetGamma(gamma=0.05).score(hand_table(), ctx)  # precision undefined: left out
+    assert "precision" not in nothing_predicted and "f1" not in nothing_predicted
+    assert nothing_predicted["recall"] == 0.0 and "auroc" in nothing_predicted
     with pytest.raises(NotApplicable, match="empty"):
         WordNetGamma().score(hand_table().iloc[:0], ctx)
     with pytest.raises(ValueError, match="lacks columns \\['score'\\]"):

@@ -115,3 +115,24 @@ def test_recovery_scatter_bad_input(tmp_path):
         plots.recovery_scatter(parts, virtual, [0, 3], tmp_path / "r")
     with pytest.raises(ValueError, match=r"true_parts \(N, P\) must have 2 dimension"):
         plots.recovery_scatter(np.zeros(5), virtual, [0], tmp_path / "r")
+
+
+def _cd_panel(names=("a", "b", "c")):
+    ranks = {n: float(i + 1) for i, n in enumerate(names)}
+    p = pd.DataFrame(1.0, index=list(names), columns=list(names))
+    p.iloc[0, -1] = p.iloc[-1, 0] = 0.01  # first and last separated, the rest tied
+    return ("m / v", ranks, p)
+
+
+def test_cd_diagram(tmp_path):
+    _check(plots.cd_diagram([_cd_panel(), _cd_panel(("x", "y"))], tmp_path / "cd", "track t"), tmp_path, "cd")
+
+
+def test_cd_diagram_bad_input(tmp_path):
+    name, ranks, p = _cd_panel()
+    with pytest.raises(ValueError, match="at least one panel"):
+        plots.cd_diagram([], tmp_path / "cd", "t")
+    with pytest.raises(ValueError, match="must be indexed by the ranked methods"):
+        plots.cd_diagram([(name, ranks, p.drop(index="c"))], tmp_path / "cd", "t")
+    with pytest.raises(ValueError, match="at least two methods"):
+        plots.cd_diagram([(name, {"a": 1.0}, p.loc[["a"], ["a"]])], tmp_path / "cd", "t")

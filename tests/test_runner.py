@@ -121,6 +121,8 @@ def test_run_writes_results_leaderboards_figures_and_provenance(uninterrupted):
     board = (out / "leaderboard.md").read_text()
     assert "—" in board and "arv_surgery" in board
     assert "\\toprule" in (out / "leaderboard.tex").read_text()
+    for name in ("per_target.csv", "comparisons.csv", "comparisons.md", "detection.md", "report.md"):
+        assert (out / name).is_file(), name  # the statistical report of the reporting step
     run = json.loads((out / "run.json").read_text())
     assert run["seed"] == 0 and "torch" in run["packages"] and run["git_commit"]
     assert run["tracks"]["planted"]["targets"] == 1

@@ -39,28 +39,35 @@ def golden_df() -> pd.DataFrame:
 
 
 # Hand computation (sem = sd(ddof=1) / sqrt(3)):
-#   arv own   0.9 0.8 1.0  -> mean 0.900, sd 0.1,  sem 0.0577 -> "0.900 ± 0.058" (best, higher)
+#   arv own   0.9 0.8 1.0  -> mean 0.900, sd 0.1,  sem 0.0577 -> "0.900 ± 0.058" (leader, higher)
 #   arv cross 0.1 0.2 0.3  -> mean 0.200, sd 0.1,  sem 0.0577 -> "0.200 ± 0.058"
-#   arv energy 0.3 0.1 0.2 -> mean 0.200, sd 0.1,  sem 0.0577 -> "0.200 ± 0.058" (alone: no bold)
+#   arv energy 0.3 0.1 0.2 -> mean 0.200, sd 0.1,  sem 0.0577 -> "0.200 ± 0.058" (alone: unmarked)
 #   km  own   0.7 0.9 0.8  -> mean 0.800, sd 0.1,  sem 0.0577 -> "0.800 ± 0.058"
-#   km  cross .05 .10 .15  -> mean 0.100, sd 0.05, sem 0.0289 -> "0.100 ± 0.029" (best, lower)
+#   km  cross .05 .10 .15  -> mean 0.100, sd 0.05, sem 0.0289 -> "0.100 ± 0.029" (leader, lower)
 #   km  energy: not applicable -> "—"
+# Three paired targets: the smallest attainable sign-flip p is 2/8 = 0.25, so no leader is
+# significant and both methods are underlined as tied leaders in own and cross.
+TEST_NOTE = ("bold: the best mean among methods with a value on every target, better than every other "
+             "method by an exact two-sided sign-flip test of paired differences on common targets, "
+             "Holm-corrected over the column's pairwise comparisons ({alpha} = 0.05); underlined: "
+             "leaders that test cannot separate (partial coverage is never bold)")
 NOTE_MD = ("Datasets: synthetic-world. Models: synthnet. Layers: layer3. Metrics: activation_ratio; "
-           "residual_energy. Cells: mean ± standard error over 3 targets (seeds averaged per "
-           "target); — not applicable; best in bold; ↑/↓: higher/lower is better.")
+           "residual_energy. Cells: mean ± standard error, 3 targets, seeds averaged per "
+           "target first; — not applicable; " + TEST_NOTE.format(alpha="α") + "; ↑/↓: higher/lower is better.")
 GOLDEN_MD = f"""**Leaderboard, track pairs.**
 
 | method | activation_ratio / own ↑ | activation_ratio / cross ↓ | residual_energy / energy ↓ |
 |:--|--:|--:|--:|
-| arv_surgery | **0.900 ± 0.058** | 0.200 ± 0.058 | 0.200 ± 0.058 |
-| kmeans | 0.800 ± 0.058 | **0.100 ± 0.029** | — |
+| arv_surgery | <u>0.900 ± 0.058</u> | <u>0.200 ± 0.058</u> | 0.200 ± 0.058 |
+| kmeans | <u>0.800 ± 0.058</u> | <u>0.100 ± 0.029</u> | — |
 
 {NOTE_MD}
 """
-GOLDEN_TEX = r"""% requires \usepackage{booktabs}
+GOLDEN_TEX = (r"""% requires \usepackage{booktabs}
 \begin{table}[htbp]
 \centering
-\caption{Leaderboard, track pairs. Datasets: synthetic-world. Models: synthnet. Layers: layer3. Metrics: activation\_ratio; residual\_energy. Cells: mean $\pm$ standard error over 3 targets (seeds averaged per target); --- not applicable; best in bold; $\uparrow$/$\downarrow$: higher/lower is better.}
+\caption{Leaderboard, track pairs. Datasets: synthetic-world. Models: synthnet. Layers: layer3. Metrics: activation\_ratio; residual\_energy. Cells: mean $\pm$ standard error, 3 targets, seeds averaged per target first; --- not applicable; """
+              + TEST_NOTE.format(alpha="$\\alpha$") + r"""; $\uparrow$/$\downarrow$: higher/lower is better.}
 \label{tab:leaderboard-pairs}
 \begin{tabular}{lccc}
 \toprule
@@ -68,24 +75,24 @@ GOLDEN_TEX = r"""% requires \usepackage{booktabs}
 \cmidrule(lr){2-3} \cmidrule(lr){4-4}
 Method & own $\uparrow$ & cross $\downarrow$ & energy $\downarrow$ \\
 \midrule
-arv\_surgery & \textbf{0.900 $\pm$ 0.058} & 0.200 $\pm$ 0.058 & 0.200 $\pm$ 0.058 \\
-kmeans & 0.800 $\pm$ 0.058 & \textbf{0.100 $\pm$ 0.029} & --- \\
+arv\_surgery & \underline{0.900 $\pm$ 0.058} & \underline{0.200 $\pm$ 0.058} & 0.200 $\pm$ 0.058 \\
+kmeans & \underline{0.800 $\pm$ 0.058} & \underline{0.100 $\pm$ 0.029} & --- \\
 \bottomrule
 \end{tabular}
 \end{table}
-"""
+""")
 
 
 def test_golden_markdown():
-    assert render(leaderboard(golden_df()), "markdown") == GOLDEN_MD
+    assert render(leaderboard(golden_df(), uncertainty="sem"), "markdown") == GOLDEN_MD
 
 
 def test_golden_latex():
-    assert render(leaderboard(golden_df()), "latex") == GOLDEN_TEX
+    assert render(leaderboard(golden_df(), uncertainty="sem"), "latex") == GOLDEN_TEX
 
 
 def test_board_numbers_and_not_applicable():
-    board = leaderboard(golden_df())
+    board = leaderboard(golden_df(), uncertainty="sem")
     assert board.loc["kmeans", ("activation_ratio", "cross", "mean")] == pytest.approx(0.1)
     assert board.loc["kmeans", ("activation_ratio", "cross", "sem")] == pytest.approx(0.05 / math.sqrt(3))
     assert math.isnan(board.loc["kmeans", ("residual_energy", "energy", "mean")])  # never 0
@@ -94,7 +101,7 @@ def test_board_numbers_and_not_applicable():
 
 
 def test_csv_plain_numbers():
-    text = render(leaderboard(golden_df()), "csv")
+    text = render(leaderboard(golden_df(), uncertainty="sem"), "csv")
     assert "**" not in text and "±" not in text and "\\" not in text
     back = pd.read_csv(pd.io.common.StringIO(text))
     row = back[(back.method == "kmeans") & (back.column == "cross")].iloc[0]
@@ -106,7 +113,7 @@ def test_csv_plain_numbers():
 def test_seeds_averaged_within_target_first():
     rows = _rows("m", "x", "v", [1.0, 3.0, 5.0], "true", seeds=[0, 1, 0],
                  targets=["t0", "t0", "t1"])
-    board = leaderboard(pd.DataFrame(rows))
+    board = leaderboard(pd.DataFrame(rows), uncertainty="sem")
     # per target: t0 -> (1 + 3) / 2 = 2, t1 -> 5; mean 3.5, sem = |5 - 2| / 2 = 1.5
     assert board.loc["m", ("x", "v", "mean")] == pytest.approx(3.5)
     assert board.loc["m", ("x", "v", "sem")] == pytest.approx(1.5)
@@ -125,24 +132,38 @@ def test_bootstrap_deterministic_and_matches_reference():
     assert a.loc["kmeans", ("activation_ratio", "cross", "ci_high")] == pytest.approx(hi)
     x = np.random.default_rng(0).normal(size=10)
     assert bootstrap_ci(x, seed=0) != bootstrap_ci(x, seed=1)
-    assert "[95% bootstrap interval]" in render(a)
+    assert "[95% percentile-bootstrap interval over targets, 2000 resamples]" in render(a)
+    assert leaderboard(df).attrs["uncertainty"] == "bootstrap"  # the default
 
 
-def test_ties_all_bold_and_no_bold_without_direction():
+def test_ties_underlined_and_no_marks_without_direction():
     rows = _rows("a", "m", "up", [1.0, 2.0], "true") + _rows("b", "m", "up", [2.0, 1.0], "true")
     rows += _rows("a", "m", "free", [1.0, 1.0], "") + _rows("b", "m", "free", [5.0, 5.0], "")
-    md = render(leaderboard(pd.DataFrame(rows)))
-    assert "| a | **1.500 ± 0.500** | 1.000 ± 0.000 |" in md
-    assert "| b | **1.500 ± 0.500** | 5.000 ± 0.000 |" in md
+    md = render(leaderboard(pd.DataFrame(rows), uncertainty="sem"))
+    assert "| a | <u>1.500 ± 0.500</u> | 1.000 ± 0.000 |" in md
+    assert "| b | <u>1.500 ± 0.500</u> | 5.000 ± 0.000 |" in md
     assert "m / free |" in md  # no arrow for a column without direction
 
 
 def test_partial_and_error_cells():
     rows = _rows("a", "m", "v", [1.0, 2.0, math.nan], "true")
     rows += _rows("b", "m", "v", [math.nan] * 3, "true", status="error")
-    md = render(leaderboard(pd.DataFrame(rows)))
+    md = render(leaderboard(pd.DataFrame(rows), uncertainty="sem"))
     assert "| a | 1.500 ± 0.500 (2/3) |" in md and "| b | error |" in md
-    assert "(a/b): over a of the b targets scored" in md
+    assert "(a/b): a value on a of the b targets scored" in md
+
+
+def test_significant_winner_bold_in_markdown_and_latex():
+    # 8 targets, "win" above "lose" on every one: p = 2/256 (one comparison), bold
+    rows = _rows("win", "m", "v", [0.9, 0.8, 0.95, 0.85, 0.9, 0.7, 0.99, 0.93], "true")
+    rows += _rows("lose", "m", "v", [0.1, 0.2, 0.15, 0.1, 0.0, 0.3, 0.2, 0.1], "true")
+    rows += _rows("part", "m", "v", [1.0] + [math.nan] * 7, "true")  # best mean, 1 of 8 targets
+    board = leaderboard(pd.DataFrame(rows))
+    assert board.attrs["marks"][("m", "v")] == {"win": "tied", "part": "tied"}  # part is untestable
+    board = leaderboard(pd.DataFrame(rows[:16]))
+    assert board.attrs["marks"][("m", "v")] == {"win": "best"}
+    assert "| win | **0.877 [" in render(board) and "\\textbf{0.877" in render(board, "latex")
+    assert "| lose | 0.144 [" in render(board)
 
 
 def test_method_labels_show_only_differing_params():
@@ -150,6 +171,10 @@ def test_method_labels_show_only_differing_params():
                       + _rows("arv", "m", "v", [2.0], "true", params='{"rho": 1.0, "tau": 0.03}')
                       + _rows("pure", "m", "v", [3.0], "true", params='{"k": 2}'))
     assert list(method_labels(df)) == ["arv(rho=0.5)", "arv(rho=1.0)", "pure"]
+    seeds = pd.DataFrame(_rows("km", "m", "v", [1.0], "true", params='{"k": 2, "seed": 0}')
+                         + _rows("km", "m", "v", [2.0], "true", params='{"k": 2, "seed": 1}')
+                         + _rows("km", "m", "v", [3.0], "true", params='{"k": 3, "seed": 1, "data_seed": 4}'))
+    assert list(method_labels(seeds)) == ["km(k=2)", "km(k=2)", "km(k=3)"]  # seeds are replicates
 
 
 def _write_run(folder, rows):
@@ -178,7 +203,7 @@ def test_combining_two_runs(tmp_path):
     assert board.loc["pure", ("m", "v", "n")] == 4
     # a column no method has a value for is left out instead of a column of dashes
     assert ("r", "e", "mean") not in board.columns
-    assert "| arv(rho=0.5) | 1.500 ± 0.500 |\n" in render(board)
+    assert "| arv(rho=0.5) | <u>1.500 [1.000, 2.000]</u> |\n" in render(board)
 
 
 def test_bad_input_errors(tmp_path):
@@ -204,7 +229,7 @@ def test_fmt_number():
 
 def test_write_leaderboards(tmp_path):
     df = pd.concat([golden_df(), golden_df().assign(track="layer")], ignore_index=True)
-    paths = write_leaderboards(df, tmp_path / "out")
+    paths = write_leaderboards(df, tmp_path / "out", uncertainty="sem")
     md = paths["markdown"].read_text()
     assert md.index("## Track: pairs") < md.index("## Track: layer")
     assert GOLDEN_MD in md
@@ -213,3 +238,23 @@ def test_write_leaderboards(tmp_path):
     assert set(csv["track"]) == {"pairs", "layer"} and len(csv) == 2 * 2 * 3
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "leaderboard.csv", "leaderboard.md", "leaderboard.tex"]  # no temp files left
+
+
+def test_table_command_combines_seeds_with_spread(tmp_path, capsys):
+    from benchmark.cli import main
+
+    # seed 0: 1, 3 -> mean 2; seed 1: 2, 6 -> mean 4; per target (1.5, 4.5) -> 3.0; seed sd = sd(2, 4)
+    _write_run(tmp_path / "s0", _rows("km", "m", "v", [1.0, 3.0], "true", seeds=[0, 0]))
+    _write_run(tmp_path / "s1", _rows("km", "m", "v", [2.0, 6.0], "true", seeds=[1, 1]))
+    board = leaderboard(load_results([tmp_path / "s0", tmp_path / "s1"]))
+    assert board.loc["km", ("m", "v", "mean")] == pytest.approx(3.0)
+    assert board.loc["km", ("m", "v", "n")] == 2 and board.loc["km", ("m", "v", "n_seeds")] == 2
+    assert board.loc["km", ("m", "v", "seed_sd")] == pytest.approx(math.sqrt(2))
+    assert main(["table", str(tmp_path / "s0"), str(tmp_path / "s1")]) == 0
+    out = capsys.readouterr().out
+    assert "Seed spread" in out and "| km | 1.414 (2) |" in out
+    assert main(["table", str(tmp_path / "s0"), str(tmp_path / "s1"), "--output", str(tmp_path / "both")]) == 0
+    assert {"leaderboard.md", "per_target.csv", "comparisons.csv", "report.md"} <= {
+        p.name for p in (tmp_path / "both").iterdir()}
+    per_target = pd.read_csv(tmp_path / "both" / "per_target.csv")
+    assert sorted(per_target["seed"]) == [0, 0, 1, 1]

@@ -1,0 +1,158 @@
+"""Statistics: the sign-flip test and bootstrap interval on hand-computed cases, Holm on a
+textbook example, paired comparisons and the leaderboard's bolding rule."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.statistics import (bootstrap_ci, holm, leaders, paired_comparisons, seed_spread,
+                                  sign_flip_pvalue, target_values)
+from benchmark.tables import COLUMNS, normalise
+
+
+def _brute_sign_flip(d):
+    d = np.asarray(d, float)
+    obs = abs(d.mean())
+    hits = sum(abs((np.array(s) * d).mean()) >= obs - 1e-12 for s in itertools.product((1, -1), repeat=len(d)))
+    return hits / 2 ** len(d)
+
+
+def test_sign_flip_hand_computed():
+    # (1, 2, 3): only all-plus / all-minus reach |mean| = 2 -> 2 / 8
+    assert sign_flip_pvalue([1, 2, 3]) == pytest.approx(0.25)
+    # (1, -2, 3, 4): |sum| >= 6 iff the negated subset sums to <= 2: {}, {1}, {2} -> 2 * 3 / 16
+    assert sign_flip_pvalue([1, -2, 3, 4]) == pytest.approx(0.375)
+    # six positive differences: smallest attainable p, 2 / 64
+    assert sign_flip_pvalue([0.1, 0.4, 0.2, 0.3, 0.5, 0.6]) == pytest.approx(2 / 64)
+    assert sign_flip_pvalue([0, 0, 0]) == 1.0
+    assert math.isnan(sign_flip_pvalue([]))
+
+
+def test_sign_flip_matches_enumeration():
+    rng = np.random.default_rng(3)
+    for n in (3, 5, 8):
+        d = rng.normal(0.3, 1.0, n)
+        assert sign_flip_pvalue(d) == pytest.approx(_brute_sign_flip(d))
+
+
+def test_sign_flip_bad_input():
+    with pytest.raises(ValueError, match="finite"):
+        sign_flip_pvalue([1.0, float("nan")])
+
+
+def test_bootstrap_ci_hand_computed():
+    # (0, 0, 0, 4): the mean is k with k ~ Binomial(4, 1/4) fours drawn; P(k = 0) = 0.32 > 0.025
+    # and P(k >= 3) = 13/256 = 0.051 > 0.025 > P(k = 4) = 1/256, so the 95% interval is [0, 3]
+    assert bootstrap_ci([0, 0, 0, 4], n_boot=20000) == (0.0, 3.0)
+    # (0, 1): means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4 -> [0, 1]
+    assert bootstrap_ci([0, 1], n_boot=20000) == (0.0, 1.0)
+    assert bootstrap_ci([2.5, 2.5, 2.5]) == (2.5, 2.5)
+    assert all(math.isnan(v) for v in bootstrap_ci([1.0]))
+    assert bootstrap_ci([1, 5, 2, 8], seed=4) == bootstrap_ci([1, 5, 2, 8], seed=4)
+
+
+def test_holm_textbook():
+    # Holm (1979) step-down: sorted p 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06,
+    # 0.04 -> monotone 0.02, 0.03, 0.06, 0.06; at alpha 0.05 H4 and H1 are rejected.
+    adj = holm([0.01, 0.04, 0.03, 0.005])
+    assert adj == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert list(adj < 0.05) == [True, False, False, True]
+    nan_kept = holm([0.01, float("nan"), 0.04])  # two hypotheses, not three
+    assert nan_kept[0] == pytest.approx(0.02) and math.isnan(nan_kept[1]) and nan_kept[2] == pytest.approx(0.04)
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 0.5 * 2 = 1.0; monotone
+
+
+def results(per_method: dict[str, list[float]], hib="true", seeds=None, extra=None) -> pd.DataFrame:
+    rows = []
+    for method, values in per_method.items():
+        for i, v in enumerate(values):
+            row = dict(track="planted", model="m", layer="l", dataset="d", target=f"t{i}", method=method,
+                       method_params="{}", metric="rec", column="ari", value=v, higher_is_better=hib,
+                       status="ok" if np.isfinite(v) else "not_applicable", reason="",
+                       seed=(seeds or [0] * len(values))[i], main=True)
+            row.update(extra or {})
+            rows.append(row)
+    cols = list(COLUMNS) + [c for c in (extra or {}) if c not in COLUMNS]
+    return normalise(pd.DataFrame(rows, columns=cols))
+
+
+def test_target_values_average_seeds_and_extra_seed_columns():
+    df = pd.concat([results({"a": [1.0, 3.0]}, extra={"model_seed": 0}),
+                    results({"a": [2.0, 5.0]}, extra={"model_seed": 1})], ignore_index=True)
+    tv = target_values(df)
+    assert tv["value"].tolist() == [1.5, 4.0] and tv["n_seeds"].tolist() == [2, 2]
+    spread = seed_spread(df)  # seed means 2.0 and 3.5 -> sd 1.0607
+    assert spread["n_seeds"].iloc[0] == 2
+    assert spread["seed_sd"].iloc[0] == pytest.approx(np.std([2.0, 3.5], ddof=1))
+
+
+def test_paired_comparisons_known_case():
+    df = results({"good": [0.9, 0.8, 0.95, 0.85, 0.9, 0.7], "bad": [0.1, 0.2, 0.15, 0.1, 0.0, 0.3],
+                  "partial": [0.5, 0.6, math.nan, math.nan, math.nan, math.nan]})
+    cmp = paired_comparisons(target_values(df))
+    assert len(cmp) == 3
+    gb = cmp[(cmp.method_a == "good") & (cmp.method_b == "bad")].iloc[0]
+    # means 0.85 and 0.141667 on all six targets; all differences positive: p = 2 / 64; three
+    # testable comparisons and this is the smallest p: Holm multiplies it by 3 (not significant)
+    assert gb.n_common == 6 and gb["diff"] == pytest.approx(0.85 - 0.85 / 6)
+    assert gb.p == pytest.approx(2 / 64) and gb.p_holm == pytest.approx(3 * 2 / 64) and not gb.significant
+    gp = cmp[(cmp.method_a == "good") & (cmp.method_b == "partial")].iloc[0]
+    assert gp.n_common == 2 and gp.p == pytest.approx(0.5) and gp.better == "tie"
+    assert gb.ci_low <= gb["diff"] <= gb.ci_high
+
+
+def _marks(per_method, n_targets=None, hib="true"):
+    df = results(per_method, hib=hib)
+    tv = target_values(df)
+    cmp = paired_comparisons(tv)
+    means = tv.groupby("label")["value"].mean().to_dict()
+    counts = tv.groupby("label")["value"].size().to_dict()
+    n = n_targets or max(len(v) for v in per_method.values())
+    return leaders(means, counts, n, hib == "true", cmp)
+
+
+def test_bolding_significant_winner():
+    marks = _marks({"win": [0.9, 0.95, 0.85, 0.9, 0.8, 0.99, 0.92, 0.88],
+                    "b": [0.1, 0.2, 0.15, 0.1, 0.0, 0.3, 0.2, 0.1],
+                    "c": [0.3, 0.2, 0.25, 0.4, 0.3, 0.35, 0.2, 0.1]})
+    assert marks == {"win": "best"}
+    lower = _marks({"win": [0.1, 0.05, 0.15, 0.1, 0.2, 0.01, 0.08, 0.12],
+                    "b": [0.9, 0.8, 0.85, 0.9, 1.0, 0.7, 0.8, 0.9]}, hib="false")
+    assert lower == {"win": "best"}
+
+
+def test_tie_not_bolded():
+    # leader a (0.5) cannot be separated from b (0.475); both beat c on all 8 targets
+    # (p = 2/256, Holm x3 = 0.023): a and b are tied leaders, c is not marked
+    marks = _marks({"a": [0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.9, 0.1], "b": [0.5, 0.4, 0.5, 0.4, 0.5, 0.6, 0.5, 0.4],
+                    "c": [0.0, 0.0, 0.1, 0.0, 0.1, 0.0, 0.0, 0.0]})
+    assert "best" not in marks.values()
+    assert marks["b"] == "tied" and marks["a"] == "tied"
+    assert "c" not in marks
+
+
+def test_partial_coverage_never_bolded():
+    # "part" has the largest mean but covers 1 of 8 targets: the leader is "full", which cannot be
+    # separated from "part" on one common target, so nothing is bold
+    marks = _marks({"part": [5.0] + [math.nan] * 7, "full": [0.9, 0.95, 0.85, 0.9, 0.8, 0.99, 0.92, 0.88],
+                    "low": [0.1, 0.2, 0.15, 0.1, 0.0, 0.3, 0.2, 0.1]})
+    assert marks.get("part") != "best" and "best" not in marks.values()
+    assert marks["full"] == "tied"
+    # nobody covers every target: nothing marked
+    assert _marks({"x": [1.0, math.nan, 2.0], "y": [0.0, 1.0, math.nan]}) == {}
+
+
+def test_seed_keys_other_than_seed():
+    from benchmark.tables import leaderboard
+
+    a = results({"a": [1.0, 3.0]}).drop(columns="seed").assign(model_seed=0, method_seed=0)
+    b = results({"a": [3.0, 7.0]}).drop(columns="seed").assign(model_seed=1, method_seed=0)
+    board = leaderboard(pd.concat([a, b], ignore_index=True))
+    # per target (2, 5) -> mean 3.5; per model seed (2, 5) -> sd 2.1213
+    assert board.loc["a", ("rec", "ari", "mean")] == pytest.approx(3.5)
+    assert board.loc["a", ("rec", "ari", "n_seeds")] == 2
+    assert board.loc["a", ("rec", "ari", "seed_sd")] == pytest.approx(np.std([2.0, 5.0], ddof=1))
