@@ -18,13 +18,33 @@ concepts, e.g. a clustering method) each concept is matched to a different virtu
 by the assignment that maximises the sum of matched r_ij (Hungarian algorithm); with fewer
 virtual neurons than concepts some concepts stay unmatched.
 
-Columns: ``own`` = mean over matched concepts i of r_{i,m(i)} (ideal 1); ``cross`` = mean of
-r_ij over every (concept i, virtual neuron j != m(i)) pair (ideal 0); ``gap = own - cross``.
-A split with k = 1 (no split at all) therefore scores own = cross = 1, gap = 0.
-Extra keys per concept i: ``own_c{i}``, ``cross_c{i}``, ``ratio_v{j}_c{i}``, ``matched_c{i}``
-(the virtual neuron, -1 if unmatched), ``kept_c{i}`` / ``images_c{i}`` / ``near_zero_c{i}``
-(kept images, images of the concept, images dropped for ``|o| <= eps``), and
-``residual_c{i}`` (mean res/o) for surgery splits.
+Columns (family-fair). The ideal is own 1, cross 0. Per concept i with matched neuron m(i):
+``own_i = r_{i,m(i)}`` (0 when the concept is unmatched, e.g. k = 1) and ``cross_i = sum over
+j != m(i) of r_ij`` (everything that leaks to other virtual neurons), and
+
+    distance_i = |own_i - 1| + |cross_i|        (lower is better, 0 = ideal).
+
+* ``distance`` -- mean of distance_i over the concepts that keep images (PER-TARGET
+  aggregation: every concept weighs the same, as our per-target tables);
+* ``distance_pooled`` -- the same weighted by the kept images per concept (IMAGE-WEIGHTED
+  aggregation: the ARV paper pools the per-image ratios of all pairs; averaging
+  ``distance_pooled`` over targets weighted by the ``kept`` extra gives the pooled number);
+* ``own_gating`` / ``cross_gating`` for gating splits, ``own_surgery`` / ``cross_surgery`` for
+  surgery splits (means over concepts). They are kept apart on purpose: for hard-gating
+  methods own + cross = 1 by construction (a routing fraction), for surgery they are
+  magnitudes (own may overshoot 1), so a raw own/cross never compares the two families.
+
+Any split whose virtual neurons are copies of the channel scores distance 1 (duplicate: own
+0.5, cross 0.5; identity: own 1 on one concept, the other unmatched with cross 1); the
+oracle of a cleanly planted channel scores about 0.
+
+Gap to the authors' code (github.com/visinf/disentangle-channels ``get_results.py``): when
+one concept keeps no image after the relevance filter, their code still reports the other
+concept; so do we (``concepts_scored`` counts them). Not applicable only when no concept
+keeps an image. Extra keys per concept i: ``own_c{i}``, ``cross_c{i}``, ``distance_c{i}``,
+``ratio_v{j}_c{i}``, ``matched_c{i}`` (-1 if unmatched), ``kept_c{i}`` / ``images_c{i}`` /
+``near_zero_c{i}`` (kept images, images of the concept, images dropped for ``|o| <= eps``),
+``residual_c{i}`` (mean res/o) for surgery splits; ``kept``, ``concepts_scored``.
 """
 from __future__ import annotations
 
@@ -49,9 +69,12 @@ class ActivationRatio:
     eps: float = 1e-6
 
     columns: ClassVar[tuple[Column, ...]] = (
-        Column("own", None),
-        Column("cross", False),
-        Column("gap", True),
+        Column("distance", False, (0.0, None)),
+        Column("distance_pooled", False, (0.0, None)),
+        Column("own_gating", None),
+        Column("cross_gating", False),
+        Column("own_surgery", None),
+        Column("cross_surgery", False),
     )
     scope: ClassVar[str] = "split"
 
@@ -73,39 +96,49 @@ class ActivationRatio:
             raise ValueError(f"split.concepts has {len(split.concepts)} entries for k={split.k} virtual neurons")
         m, k = len(concepts), split.k
         ratios = np.zeros((m, k))
+        kept_counts = np.zeros(m)
         out: dict[str, float] = {}
         for i, classes in enumerate(concepts):
             ratio_sum, res_sum, kept, near_zero, total = self._concept(split, context, classes)
             out[f"images_c{i}"], out[f"kept_c{i}"], out[f"near_zero_c{i}"] = float(total), float(kept), float(near_zero)
-            if kept == 0:
-                raise NotApplicable(
-                    f"no held-out image of concept {i} (classes {list(classes)}; {total} images) has relative "
-                    f"positive attribution >= tau={self.tau} for channel {split.target.channel} with |orig| > {self.eps}")
-            ratios[i] = ratio_sum / kept
-            if res_sum is not None:
-                out[f"residual_c{i}"] = float(res_sum / kept)
+            kept_counts[i] = kept
+            if kept:
+                ratios[i] = ratio_sum / kept
+                if res_sum is not None:
+                    out[f"residual_c{i}"] = float(res_sum / kept)
+        scored = [i for i in range(m) if kept_counts[i] > 0]
+        if not scored:
+            raise NotApplicable(
+                f"no held-out image of any concept has relative positive attribution >= tau={self.tau} for "
+                f"channel {split.target.channel} with |orig| > {self.eps}")
         if split.concepts is not None:
             match = {i: i for i in range(m)}
         else:
-            rows, cols = linear_sum_assignment(ratios, maximize=True)
-            match = {int(r): int(c) for r, c in zip(rows, cols)}
-        own_values, cross_values = [], []
-        for i in range(m):
+            rows, cols = linear_sum_assignment(ratios[scored], maximize=True)
+            match = {scored[int(r)]: int(c) for r, c in zip(rows, cols)}
+        own_values, cross_values, distances = [], [], []
+        for i in scored:
             j_own = match.get(i, -1)
-            others = [float(ratios[i, j]) for j in range(k) if j != j_own]
+            own = float(ratios[i, j_own]) if j_own >= 0 else 0.0
+            cross = float(sum(ratios[i, j] for j in range(k) if j != j_own))
             out[f"matched_c{i}"] = float(j_own)
-            if j_own >= 0:
-                own_values.append(float(ratios[i, j_own]))
-                out[f"own_c{i}"] = float(ratios[i, j_own])
-            if others:
-                out[f"cross_c{i}"] = float(np.mean(others))
-            cross_values.extend(others)
+            out[f"own_c{i}"], out[f"cross_c{i}"] = own, cross
+            out[f"distance_c{i}"] = abs(own - 1.0) + abs(cross)
+            own_values.append(own)
+            cross_values.append(cross)
+            distances.append(out[f"distance_c{i}"])
             for j in range(k):
                 out[f"ratio_v{j}_c{i}"] = float(ratios[i, j])
-        if not cross_values:
-            raise NotApplicable("activation_ratio needs a cross ratio: one concept and one virtual neuron give none")
-        own, cross = float(np.mean(own_values)), float(np.mean(cross_values))
-        out.update(own=own, cross=cross, gap=own - cross)
+        weights = kept_counts[scored]
+        family = split.recomposition
+        out.update({
+            "distance": float(np.mean(distances)),
+            "distance_pooled": float(np.average(distances, weights=weights)),
+            f"own_{family}": float(np.mean(own_values)),
+            f"cross_{family}": float(np.mean(cross_values)),
+            "kept": float(weights.sum()),
+            "concepts_scored": float(len(scored)),
+        })
         return out
 
     def _concept(self, split: Split, context: Context, classes: tuple[int, ...]):
