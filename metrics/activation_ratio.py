@@ -71,10 +71,10 @@ class ActivationRatio:
     columns: ClassVar[tuple[Column, ...]] = (
         Column("distance", False, (0.0, None)),
         Column("distance_pooled", False, (0.0, None)),
-        Column("own_gating", None),
-        Column("cross_gating", False),
-        Column("own_surgery", None),
-        Column("cross_surgery", False),
+        Column("own_gating", None, optional=True),
+        Column("cross_gating", False, optional=True),
+        Column("own_surgery", None, optional=True),
+        Column("cross_surgery", False, optional=True),
     )
     scope: ClassVar[str] = "split"
 

@@ -106,7 +106,7 @@ class PlantedRecovery:
 
     columns: ClassVar[tuple[Column, ...]] = (
         Column("recovery", True, (None, 1.0)),
-        Column("ari", True, (-0.5, 1.0)),
+        Column("ari", True, (-0.5, 1.0), optional=True),  # absent: constant truth on the pool
     )
     scope: ClassVar[str] = "split"
 
