@@ -18,9 +18,12 @@ concepts, e.g. a clustering method) each concept is matched to a different virtu
 by the assignment that maximises the sum of matched r_ij (Hungarian algorithm); with fewer
 virtual neurons than concepts some concepts stay unmatched.
 
-Columns (family-fair). The ideal is own 1, cross 0. Per concept i with matched neuron m(i):
-``own_i = r_{i,m(i)}`` (0 when the concept is unmatched, e.g. k = 1) and ``cross_i = sum over
-j != m(i) of r_ij`` (everything that leaks to other virtual neurons), and
+Columns (family-fair). The ideal is own 1, cross 0. The distance uses the RATIO OF SUMS
+``s_ij = sum_n v_j(n) / sum_n o(n)`` over the kept images of concept i (a mean of per-image
+ratios explodes where o(n) is near 0: the oracle of one planted world target scored a mean
+distance of 17.6 on per-image ratios). Per concept i with matched neuron m(i):
+``own_i = s_{i,m(i)}`` (0 when the concept is unmatched, e.g. k = 1) and ``cross_i = sum over
+j != m(i) of s_ij`` (everything that leaks to other virtual neurons), and
 
     distance_i = |own_i - 1| + |cross_i|        (lower is better, 0 = ideal).
 
@@ -30,7 +33,8 @@ j != m(i) of r_ij`` (everything that leaks to other virtual neurons), and
   aggregation: the ARV paper pools the per-image ratios of all pairs; averaging
   ``distance_pooled`` over targets weighted by the ``kept`` extra gives the pooled number);
 * ``own_gating`` / ``cross_gating`` for gating splits, ``own_surgery`` / ``cross_surgery`` for
-  surgery splits (means over concepts). They are kept apart on purpose: for hard-gating
+  surgery splits: the authors' per-image mean ratios r_ij (own = r_{i,m(i)}, cross = the
+  sum over the other neurons), averaged over concepts. They are kept apart on purpose: for hard-gating
   methods own + cross = 1 by construction (a routing fraction), for surgery they are
   magnitudes (own may overshoot 1), so a raw own/cross never compares the two families.
 
@@ -77,6 +81,7 @@ class ActivationRatio:
         Column("cross_surgery", False, optional=True),
     )
     scope: ClassVar[str] = "split"
+    calibrated_columns: ClassVar[tuple[str, ...]] = ("distance", "distance_pooled")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tau <= 1.0:
@@ -97,13 +102,15 @@ class ActivationRatio:
         m, k = len(concepts), split.k
         ratios = np.zeros((m, k))
         kept_counts = np.zeros(m)
+        summed = np.zeros((m, k))
         out: dict[str, float] = {}
         for i, classes in enumerate(concepts):
-            ratio_sum, res_sum, kept, near_zero, total = self._concept(split, context, classes)
+            ratio_sum, res_sum, kept, near_zero, total, v_sum, o_sum = self._concept(split, context, classes)
             out[f"images_c{i}"], out[f"kept_c{i}"], out[f"near_zero_c{i}"] = float(total), float(kept), float(near_zero)
             kept_counts[i] = kept
             if kept:
                 ratios[i] = ratio_sum / kept
+                summed[i] = v_sum / o_sum if o_sum != 0 else 0.0
                 if res_sum is not None:
                     out[f"residual_c{i}"] = float(res_sum / kept)
         scored = [i for i in range(m) if kept_counts[i] > 0]
@@ -121,9 +128,11 @@ class ActivationRatio:
             j_own = match.get(i, -1)
             own = float(ratios[i, j_own]) if j_own >= 0 else 0.0
             cross = float(sum(ratios[i, j] for j in range(k) if j != j_own))
+            own_s = float(summed[i, j_own]) if j_own >= 0 else 0.0
+            cross_s = float(sum(summed[i, j] for j in range(k) if j != j_own))
             out[f"matched_c{i}"] = float(j_own)
             out[f"own_c{i}"], out[f"cross_c{i}"] = own, cross
-            out[f"distance_c{i}"] = abs(own - 1.0) + abs(cross)
+            out[f"distance_c{i}"] = abs(own_s - 1.0) + abs(cross_s)
             own_values.append(own)
             cross_values.append(cross)
             distances.append(out[f"distance_c{i}"])
@@ -145,6 +154,7 @@ class ActivationRatio:
         """Sums of per-image ratios over the kept images of one concept, and the counts."""
         idx = context.heldout.indices_of(classes)
         ratio_sum = np.zeros(split.k)
+        v_sum, o_sum = np.zeros(split.k), 0.0
         res_sum = 0.0 if split.residual_fn is not None else None
         kept = near_zero = 0
         for images, labels in batches(context.heldout, idx, context.batch_size, context.device):
@@ -160,8 +170,10 @@ class ActivationRatio:
             with torch.no_grad():
                 v = spatial_sum(split.activations(images[keep])).double()  # (n, k)
                 ratio_sum += (v / orig[keep, None]).sum(0).cpu().numpy()
+                v_sum += v.sum(0).cpu().numpy()
+                o_sum += float(orig[keep].sum())
                 if res_sum is not None:
                     res = spatial_sum(split.residual(images[keep])).double()
                     res_sum += float((res / orig[keep]).sum())
             kept += int(keep.sum())
-        return ratio_sum, res_sum, kept, near_zero, int(idx.numel())
+        return ratio_sum, res_sum, kept, near_zero, int(idx.numel()), v_sum, o_sum

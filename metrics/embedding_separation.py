@@ -142,6 +142,9 @@ class EmbeddingSeparation:
         Column("separation_fvis", True, optional=True),
     )
     scope: ClassVar[str] = "split"
+    # ``separation`` embeds with an embedder that also sees nuisances (colour): a nuisance
+    # split may score on it, so only the factor-aware column claims disentanglement
+    calibrated_columns: ClassVar[tuple[str, ...]] = ("separation_factors",)
 
     def __post_init__(self) -> None:
         if self.pool_size < 4:

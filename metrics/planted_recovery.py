@@ -109,6 +109,8 @@ class PlantedRecovery:
         Column("ari", True, (-0.5, 1.0), optional=True),  # absent: constant truth on the pool
     )
     scope: ClassVar[str] = "split"
+    # columns that claim to measure disentanglement (tests/test_metric_sanity.py checks them)
+    calibrated_columns: ClassVar[tuple[str, ...]] = ("recovery", "ari")
 
     def __post_init__(self) -> None:
         if self.pool_size < 2:

@@ -44,6 +44,8 @@ class ResidualEnergy:
         Column("energy", False, (0.0, None)),
     )
     scope: ClassVar[str] = "split"
+    calibrated_columns: ClassVar[tuple[str, ...]] = ()
+    not_calibrated: ClassVar[str] = "size of a surgery residual, not a separation score (gating splits have none)"
 
     def __post_init__(self) -> None:
         if self.eps < 0:

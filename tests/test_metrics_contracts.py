@@ -69,8 +69,8 @@ def flat_embedder():
     class Flat:
         name = "flat"
 
-        def embed(self, images):
-            return images.flatten(1)
+        def embed(self, images):  # native-size crops: a fixed-size vector per image
+            return torch.nn.functional.interpolate(images, size=(4, 4), mode="bilinear").flatten(1)
 
     return Flat()
 
@@ -84,7 +84,7 @@ def test_split_metric_on_every_method(metric_name, method_name, monkeypatch):
     monkeypatch.setattr(es, "_build_embedder", lambda name, args: flat_embedder())
     metric = METRICS.get(metric_name)()
     if metric_name == "embedding_separation":
-        metric = dataclasses.replace(metric, crop_size=8, max_refs_per_neuron=4)
+        metric = dataclasses.replace(metric, pool_size=8, fvis_per_neuron=0)
     ctx, _ = planted_context()
     try:
         out = metric.score(split, ctx)
