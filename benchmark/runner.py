@@ -227,5 +227,8 @@ class Runner:
 
         t0 = time.perf_counter()
         write_leaderboards(results, self.out)
+        from benchmark.meta_evaluation import write_meta_evaluation
+
+        write_meta_evaluation(results, self.out, seed=self.config.seed)
         write_figures(self.out, results, plans, self.methods, env)
         self.timings["render_s"] = time.perf_counter() - t0
