@@ -9,8 +9,10 @@ For channel c of module ``layer`` and one image x:
    layer output is the channel's activation at its SINGLE maximally activating position
    (first in row-major order on ties), zero everywhere else;
 2. **LRP** to the input under a zennit composite (:func:`lrp_composite`: ``EpsilonPlusFlat``
-   with zennit's ``ResNetCanonizer`` for torchvision ResNets, as PURE; with
-   ``SequentialMergeBatchNorm`` for any other model), on a copy of the model;
+   with zennit's ``ResNetCanonizer`` for torchvision ResNets, as PURE -- whose
+   ``utils/lrp_composites.py`` copies zennit's composite: ZPlus for convolutions, Epsilon for
+   linear layers, Flat for the first layer; with ``SequentialMergeBatchNorm`` for any other
+   model, whose residual adds then pass relevance like gradients), on a copy of the model;
 3. **heatmap** = relevance summed over colour channels, SIGNED (zennit-crp's ``heatmap``);
 4. **box** (:func:`pure_box`): Gaussian blur (kernel 5, torchvision's default sigma 1.1), then
    the absolute value divided by its max; the box spans the rows/columns where it exceeds 2%;

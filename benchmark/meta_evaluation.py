@@ -40,27 +40,38 @@ def _signed(frame: pd.DataFrame) -> float | None:
     return {"true": 1.0, "false": -1.0}.get(str(frame["higher_is_better"].iloc[0]).strip().lower())
 
 
+def _spearman_rows(m_bn: np.ndarray, t_bn: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row pair: Pearson of average ranks (as scipy.stats.spearmanr)."""
+    rm, rt = stats.rankdata(m_bn, axis=1), stats.rankdata(t_bn, axis=1)
+    rm, rt = rm - rm.mean(1, keepdims=True), rt - rt.mean(1, keepdims=True)
+    denom = np.sqrt((rm ** 2).sum(1) * (rt ** 2).sum(1))
+    return np.divide((rm * rt).sum(1), denom, out=np.full(len(denom), np.nan), where=denom > 0)
+
+
+def _kendall_rows(m_bn: np.ndarray, t_bn: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each row pair: sum sign(dm) sign(dt) / sqrt(sum dm^2 sum dt^2) over
+    pairs i < j (the tau-b of scipy.stats.kendalltau, ties counted as it does)."""
+    i, j = np.triu_indices(m_bn.shape[1], k=1)
+    sm, st = np.sign(m_bn[:, i] - m_bn[:, j]), np.sign(t_bn[:, i] - t_bn[:, j])
+    denom = np.sqrt((sm ** 2).sum(1) * (st ** 2).sum(1))
+    return np.divide((sm * st).sum(1), denom, out=np.full(len(denom), np.nan), where=denom > 0)
+
+
 def rank_agreement(metric: np.ndarray, truth: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Spearman and Kendall of ``metric`` vs ``truth`` with 95% percentile bootstrap CIs."""
+    """Spearman and Kendall (tau-b) of ``metric`` vs ``truth`` with 95% percentile bootstrap
+    CIs (resamples where either side is constant are skipped)."""
     metric, truth = np.asarray(metric, float), np.asarray(truth, float)
     if metric.shape != truth.shape or metric.ndim != 1:
         raise ValueError(f"metric and truth must be equal-length vectors, got {metric.shape} and {truth.shape}")
-    out = {"n": float(metric.size), "spearman": np.nan, "kendall": np.nan}
-    if metric.size >= 3 and np.ptp(metric) > 0 and np.ptp(truth) > 0:
-        out["spearman"] = float(stats.spearmanr(metric, truth).statistic)
-        out["kendall"] = float(stats.kendalltau(metric, truth).statistic)
-    rng = np.random.default_rng(seed)
-    boots: dict[str, list[float]] = {"spearman": [], "kendall": []}
-    for _ in range(bootstrap if metric.size >= 3 else 0):
-        idx = rng.integers(0, metric.size, metric.size)
-        m, t = metric[idx], truth[idx]
-        if np.ptp(m) == 0 or np.ptp(t) == 0:
-            continue
-        boots["spearman"].append(stats.spearmanr(m, t).statistic)
-        boots["kendall"].append(stats.kendalltau(m, t).statistic)
-    for name, values in boots.items():
-        values = [v for v in values if np.isfinite(v)]
-        lo, hi = (np.percentile(values, [2.5, 97.5]) if values else (np.nan, np.nan))
+    out = {"n": float(metric.size)}
+    enough = metric.size >= 3
+    out["spearman"] = float(_spearman_rows(metric[None], truth[None])[0]) if enough else np.nan
+    out["kendall"] = float(_kendall_rows(metric[None], truth[None])[0]) if enough else np.nan
+    idx = np.random.default_rng(seed).integers(0, metric.size, (bootstrap if enough else 0, metric.size))
+    for name, fn in (("spearman", _spearman_rows), ("kendall", _kendall_rows)):
+        values = fn(metric[idx], truth[idx]) if idx.size else np.array([])
+        values = values[np.isfinite(values)]
+        lo, hi = np.percentile(values, [2.5, 97.5]) if values.size else (np.nan, np.nan)
         out[f"{name}_lo"], out[f"{name}_hi"] = float(lo), float(hi)
     return out
 

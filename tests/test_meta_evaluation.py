@@ -32,6 +32,9 @@ def test_rank_agreement_known_answers():
     assert got["kendall"] == pytest.approx(stats.kendalltau(x, y).statistic)
     assert got["spearman_lo"] < got["spearman"] < got["spearman_hi"]
     assert rank_agreement(x, y, bootstrap=300) == got  # seeded
+    tied = rank_agreement(np.round(x), np.round(y), bootstrap=10)  # ties: tau-b and average ranks
+    assert tied["kendall"] == pytest.approx(stats.kendalltau(np.round(x), np.round(y)).statistic)
+    assert tied["spearman"] == pytest.approx(stats.spearmanr(np.round(x), np.round(y)).statistic)
     with pytest.raises(ValueError):
         rank_agreement(x, y[:5])
 
