@@ -7,6 +7,9 @@ embedding separation on crops and on feature visualisations, the activation-rati
 the residual) this module measures its rank agreement with the truth across all
 (method, target) rows of the planted track:
 
+The truth and the candidates are declared by the metrics themselves (``truth_column`` and
+``label_free`` class attributes), so a new label-free metric is ranked without an edit here.
+
 * Spearman's rho and Kendall's tau-b (``scipy.stats``), signed by the metric's direction so
   that +1 always means "ranks splits as the truth does" (a lower-is-better metric is negated);
 * a 95% percentile bootstrap CI (``bootstrap`` resamples of the rows, seeded).
@@ -28,11 +31,21 @@ from scipy import stats
 
 from benchmark.cache import atomic_write, atomic_write_text
 
-TRUTH = ("planted_recovery", "recovery")
+TRUTH = ("planted_recovery", "recovery")  # the default; the registry's ``truth_column`` metric wins
 COLUMNS = ["metric", "column", "direction", "n", "spearman", "spearman_lo", "spearman_hi",
            "kendall", "kendall_lo", "kendall_hi", "truth"]
 CALIBRATION_METHODS = ("oracle", "identity", "duplicate", "random_split")
-LABEL_FREE = ("embedding_separation", "activation_ratio", "residual_energy")
+
+
+def declared() -> tuple[tuple[str, str], tuple[str, ...]]:
+    """(truth metric, column) and the label-free metric names, as the metrics declare them
+    (``truth_column`` / ``label_free`` class attributes in the METRICS registry)."""
+    from benchmark.registry import METRICS
+
+    classes = {name: METRICS.get(name) for name in METRICS.names()}
+    truths = [(n, c.truth_column) for n, c in classes.items() if getattr(c, "truth_column", None)]
+    label_free = tuple(n for n, c in classes.items() if getattr(c, "label_free", False))
+    return (truths[0] if truths else TRUTH), label_free
 
 
 def _signed(frame: pd.DataFrame) -> float | None:
@@ -77,14 +90,16 @@ def rank_agreement(metric: np.ndarray, truth: np.ndarray, bootstrap: int = 1000,
 
 
 def meta_evaluation(results: pd.DataFrame, bootstrap: int = 1000, seed: int = 0,
-                    label_free: tuple[str, ...] = LABEL_FREE) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    label_free: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(agreement table with :data:`COLUMNS`, calibration table) from a tidy results frame."""
+    truth_key, registered = declared()
+    label_free = registered if label_free is None else label_free
     ok = results[(results["track"] == "planted") & (results["status"] == "ok") & results["main"].astype(bool)]
     keys = ["method", "method_params", "target"]
-    truth = ok[(ok["metric"] == TRUTH[0]) & (ok["column"] == TRUTH[1])].set_index(keys)["value"]
+    truth = ok[(ok["metric"] == truth_key[0]) & (ok["column"] == truth_key[1])].set_index(keys)["value"]
     rows = []
     for (metric, column), frame in ok.groupby(["metric", "column"], sort=True):
-        if not str(metric).startswith(label_free):
+        if not any(str(metric) == n or str(metric).startswith(n + "[") for n in label_free):
             continue
         sign = _signed(frame)
         if sign is None:  # e.g. a raw own ratio: its ideal is 1, not an end of the scale
@@ -92,7 +107,7 @@ def meta_evaluation(results: pd.DataFrame, bootstrap: int = 1000, seed: int = 0,
         joined = frame.set_index(keys)["value"].to_frame("metric").join(truth.rename("truth"), how="inner").dropna()
         agreement = rank_agreement(sign * joined["metric"].to_numpy(), joined["truth"].to_numpy(), bootstrap, seed)
         rows.append({"metric": metric, "column": column, "direction": "higher" if sign > 0 else "lower",
-                     "truth": "/".join(TRUTH), **agreement})
+                     "truth": "/".join(truth_key), **agreement})
     table = pd.DataFrame(rows, columns=COLUMNS)
     calib = (truth.reset_index().groupby("method")["value"].agg(["mean", "min", "max", "count"])
              .reindex([m for m in CALIBRATION_METHODS if m in set(truth.reset_index()["method"])]).reset_index())
@@ -101,7 +116,8 @@ def meta_evaluation(results: pd.DataFrame, bootstrap: int = 1000, seed: int = 0,
 
 def to_markdown(table: pd.DataFrame, calib: pd.DataFrame) -> str:
     """A small Markdown rendering (rho/tau with their 95% CIs)."""
-    lines = [f"Rank agreement with planted truth ({'/'.join(TRUTH)}) across (method, target) of the planted "
+    truth = table["truth"].iloc[0] if len(table) else "/".join(declared()[0])
+    lines = [f"Rank agreement with planted truth ({truth}) across (method, target) of the planted "
              "track; signed so that +1 = same order as the truth; 95% bootstrap CIs.", "",
              "| metric | column | n | Spearman [95% CI] | Kendall [95% CI] |", "|---|---|---|---|---|"]
     for r in table.itertuples():
@@ -115,7 +131,7 @@ def to_markdown(table: pd.DataFrame, calib: pd.DataFrame) -> str:
 
 def write_meta_evaluation(results: pd.DataFrame, out_dir: str | Path, bootstrap: int = 1000, seed: int = 0) -> Path | None:
     """Write the tables into ``out_dir``; None (nothing written) without planted truth rows."""
-    if not ((results["track"] == "planted") & (results["metric"] == TRUTH[0])).any():
+    if not ((results["track"] == "planted") & (results["metric"] == declared()[0][0])).any():
         return None
     table, calib = meta_evaluation(results, bootstrap, seed)
     out = Path(out_dir)

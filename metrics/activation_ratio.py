@@ -81,6 +81,7 @@ class ActivationRatio:
         Column("cross_surgery", False, optional=True),
     )
     scope: ClassVar[str] = "split"
+    label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.meta_evaluation
     calibrated_columns: ClassVar[tuple[str, ...]] = ()
     not_calibrated: ClassVar[str] = (
         "routing of the channel's net signed sum, not recovery of parts: on planted world targets the "

@@ -142,6 +142,7 @@ class EmbeddingSeparation:
         Column("separation_fvis", True, optional=True),
     )
     scope: ClassVar[str] = "split"
+    label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.meta_evaluation
     # ``separation`` embeds with an embedder that also sees nuisances (colour): a nuisance
     # split may score on it, so only the factor-aware column claims disentanglement
     calibrated_columns: ClassVar[tuple[str, ...]] = ("separation_factors",)

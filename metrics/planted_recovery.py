@@ -111,6 +111,7 @@ class PlantedRecovery:
     scope: ClassVar[str] = "split"
     # columns that claim to measure disentanglement (tests/test_metric_sanity.py checks them)
     calibrated_columns: ClassVar[tuple[str, ...]] = ("recovery", "ari")
+    truth_column: ClassVar[str] = "recovery"  # the yardstick of benchmark.meta_evaluation
 
     def __post_init__(self) -> None:
         if self.pool_size < 2:

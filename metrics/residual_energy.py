@@ -44,6 +44,7 @@ class ResidualEnergy:
         Column("energy", False, (0.0, None)),
     )
     scope: ClassVar[str] = "split"
+    label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.meta_evaluation
     calibrated_columns: ClassVar[tuple[str, ...]] = ()
     not_calibrated: ClassVar[str] = "size of a surgery residual, not a separation score (gating splits have none)"
 
