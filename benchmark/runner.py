@@ -252,6 +252,9 @@ class Runner:
         t0 = time.perf_counter()
         write_leaderboards(results, self.work)
         write_report(results, self.work)  # per-target values, paired comparisons, CD diagrams, detection table
+        from benchmark.meta_evaluation import write_meta_evaluation
+
+        write_meta_evaluation(results, self.work, seed=self.config.seed)
         self.folder.clear_figures()
         write_figures(self.work, results, plans, self.methods, env)
         self.timings["render_s"] = time.perf_counter() - t0

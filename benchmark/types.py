@@ -167,11 +167,15 @@ class Method(Protocol):
 
 @dataclass(frozen=True)
 class Column:
-    """One number a metric reports: its direction and bounds (None = unbounded)."""
+    """One number a metric reports: its direction and bounds (None = unbounded).
+
+    ``optional``: the column may be absent from a score where it does not apply to that
+    split (e.g. a gating-only column on a surgery split); the tables show "—" there."""
 
     name: str
     higher_is_better: bool | None
     bounds: tuple[float | None, float | None] = (None, None)
+    optional: bool = False
 
 
 @runtime_checkable

@@ -2,59 +2,74 @@
 Vielhaben, Samek, Lapuschkin, CVPR-W 2024, arXiv 2404.06453;
 ``experiments/disentangling/eval_CLIP_alignment.py`` of github.com/maxdreyer/PURE).
 
-Definition. For one split (one channel) every virtual neuron i contributes images:
+Definition (crops, as PURE). Per target ONE reference pool shared by every method
+(:mod:`metrics._pool`: the channel's top ``pool_size`` = 100 images by maximum activation
+on ``context.heldout`` -- the validation split in the ImageNet protocol, which is where
+PURE takes its references; all members used). Each pool image is cropped ONCE per channel
+exactly as PURE (:func:`benchmark.crops.pure_crops`: LRP seeded at the maximum position,
+signed colour sum, blur, abs, 2% box, native size) and embedded; the crops and embeddings
+do not depend on the method. A method only LABELS the pool: each image goes to its virtual
+neuron with the largest positive spatial sum (:func:`metrics._pool.pool_labels`), as PURE's
+labellings (its attribution k-means, activation k-means, ...) label the same references.
+With D the pairwise Euclidean distances of the embeddings, over ORDERED pairs a != b,
 
-* ``source="crops"``: its reference images (``split.reference_ids[i]`` into ``context.fit``,
-  the first ``max_refs_per_neuron``) cropped to the receptive field of virtual neuron i
-  (:func:`benchmark.crops.receptive_field_crops` with ``lambda x: split.activations(x)[:, i]``);
-* ``source="fvis"``: ``fvis_per_neuron`` feature visualisations of virtual neuron i
-  (a backend of ``benchmark.registry.FEATURE_VIS``).
+    intra = mean D over same-label pairs, inter = mean D over different-label pairs,
+    overall = mean D over all pairs (PURE's unclustered baseline),
 
-The images (RGB in [0, 1]) are embedded by a pluggable embedder (``EMBEDDERS``; CLIP in
-PURE, the synthetic world's judge network offline) and labelled by their neuron i. With
-D the pairwise Euclidean distances of the embeddings, over ORDERED pairs a != b,
+and ``separation = inter - intra`` (higher is better). A labelling with ONE non-empty group
+(identity, k copies of the channel: ties go to the first neuron) separates nothing and
+scores 0 by definition (inter is undefined there; 0 is the value any labelling of the pool
+independent of the images gets in expectation).
 
-    intra = mean D[a, b] over pairs with the same label,
-    inter = mean D[a, b] over pairs with different labels,
-    overall = mean D[a, b] over all pairs (PURE's unclustered baseline),
+Columns:
+* ``separation`` -- crops embedded by ``embedder`` (the judge offline, CLIP ViT-B/32 with
+  mean-hidden pooling in the ImageNet protocol);
+* ``separation_factors`` -- the same crops embedded by ``factor_embedder`` (default
+  ``judge_factors``: the judge's shape and texture probabilities, the class-relevant
+  factors of the synthetic world), so splitting one class by colour scores about 0 instead
+  of as a concept split; synthetic world only;
+* ``separation_fvis`` -- with ``fvis_per_neuron > 0``: feature visualisations of each virtual
+  neuron (``fvis_backend``, seeds 0..n-1 per neuron) embedded by ``embedder``, labelled by
+  their neuron (the mission's "CLIP distances on feature visualisations"); k = 1: 0.
 
-and ``separation = inter - intra`` (higher is better). Main columns: ``separation`` and
-``baseline`` (= overall; no direction). Extras: ``intra``, ``inter``, ``images_v{i}``.
-k = 1 or a neuron with fewer than 2 images: not applicable. The embedder and the source
-are named in :attr:`EmbeddingSeparation.label` (numbers only in the score dict).
+Extras: ``baseline`` (overall), ``inter``, ``intra``, ``pool``, ``groups``, ``images_v{i}``,
+and the same with ``_fvis`` / ``_factors`` suffixes.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor
 
-from benchmark.crops import receptive_field_crops
+from benchmark.crops import PURE_THRESHOLD, embed_native, pure_crops
 from benchmark.registry import EMBEDDERS, FEATURE_VIS, METRICS
 from benchmark.types import Column, Context, NotApplicable, Split
 from metrics._common import batches
+from metrics._pool import pool_labels, reference_pool
 
-SOURCES = ("crops", "fvis")
+_EMBED_MEMO: "OrderedDict[tuple, tuple[Any, Tensor]]" = OrderedDict()
+_MEMO_SIZE = 16
 
 
 def separation(embeddings: Tensor, groups: Sequence[int] | Tensor) -> tuple[float, float, float]:
     """(inter, intra, overall) mean Euclidean distances over ordered pairs a != b.
 
     Raises:
-        ValueError: fewer than two groups, or a group with fewer than two members (intra or
-            inter would be an empty mean).
+        ValueError: fewer than two non-empty groups, or no group with two members (inter or
+            intra would be an empty mean).
     """
     x = torch.as_tensor(embeddings).double()
     g = torch.as_tensor(groups).long().flatten()
     if x.dim() != 2 or x.shape[0] != g.numel():
         raise ValueError(f"embeddings must be (N, D) with one group per row, got {tuple(x.shape)} and {g.numel()} groups")
     _, counts = torch.unique(g, return_counts=True)
-    if counts.numel() < 2 or int(counts.min()) < 2:
-        raise ValueError(f"separation needs >= 2 groups of >= 2 members each, got group sizes {counts.tolist()}")
+    if counts.numel() < 2 or int(counts.max()) < 2:
+        raise ValueError(f"separation needs >= 2 groups, one of >= 2 members, got group sizes {counts.tolist()}")
     d = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")  # exact, not via x.x^T
     same = g[:, None] == g[None, :]
     off_diagonal = ~torch.eye(g.numel(), dtype=torch.bool)
@@ -64,53 +79,79 @@ def separation(embeddings: Tensor, groups: Sequence[int] | Tensor) -> tuple[floa
     return float(inter), float(intra), float(overall)
 
 
+def scored(embeddings: Tensor, groups: Tensor, suffix: str = "") -> dict[str, float]:
+    """``separation{suffix}`` and its extras; one non-empty group scores 0 (module docstring)."""
+    sizes = torch.bincount(groups)
+    out = {f"groups{suffix}": float(int((sizes > 0).sum()))}
+    out.update({f"images_v{i}{suffix}": float(n) for i, n in enumerate(sizes.tolist())})
+    if int((sizes > 0).sum()) < 2:
+        x = torch.as_tensor(embeddings).double()
+        d = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+        overall = float(d[~torch.eye(x.shape[0], dtype=torch.bool)].mean()) if x.shape[0] > 1 else 0.0
+        out.update({f"separation{suffix}": 0.0, f"baseline{suffix}": overall})
+        return out
+    inter, intra, overall = separation(embeddings, groups)
+    out.update({f"separation{suffix}": inter - intra, f"baseline{suffix}": overall,
+                f"inter{suffix}": inter, f"intra{suffix}": intra})
+    return out
+
+
 @functools.lru_cache(maxsize=8)
 def _build_embedder(name: str, args: tuple[tuple[str, Any], ...]) -> Any:
     """One embedder instance per (name, arguments), reused across splits."""
     return EMBEDDERS.get(name)(**dict(args))
 
 
+def _is_synthetic_world(dataset: Any) -> bool:
+    from benchmark.world.dataset import SyntheticWorld
+
+    while hasattr(dataset, "base"):
+        dataset = dataset.base
+    return isinstance(dataset, SyntheticWorld)
+
+
 @METRICS.register("embedding_separation")
 @dataclass(frozen=True)
 class EmbeddingSeparation:
-    """Inter - intra embedding distance of the virtual neurons' images (PURE, Dreyer et al. 2024).
-
-    Crops of reference images or feature visualisations; the unclustered mean distance is
-    the baseline.
+    """Inter - intra embedding distance of a method's labelling of one shared pool of PURE crops
+    (Dreyer et al. 2024); factor-aware and feature-visualisation variants.
 
     Attributes:
         embedder, embedder_args: name in ``EMBEDDERS`` and its constructor arguments as
             (name, value) pairs (a tuple keeps the metric hashable).
-        source: "crops" (receptive-field crops of reference images) or "fvis".
-        max_refs_per_neuron: first reference images used per virtual neuron.
-        crop_size, crop_threshold: crop side in pixels; heatmap fraction of its max that
-            bounds the crop (PURE: 2%).
+        factor_embedder: embedder of ``separation_factors`` (synthetic world only; "" = off).
+        pool_size: images of the shared reference pool (PURE: 100).
+        crop_threshold: heatmap fraction of its max that bounds a crop (PURE: 2%).
         fvis_backend, fvis_args, fvis_per_neuron: backend in ``FEATURE_VIS``, its arguments
-            (input size, device and seed default to the data's / context's), images per neuron.
+            (input size, device and seed default to the data's / context's), images per
+            neuron (0 = no ``separation_fvis``).
     """
 
     embedder: str = "judge"
     embedder_args: tuple[tuple[str, Any], ...] = ()
-    source: str = "crops"
-    max_refs_per_neuron: int = 20
-    crop_size: int = 64
-    crop_threshold: float = 0.02
+    factor_embedder: str = "judge_factors"
+    pool_size: int = 100
+    crop_threshold: float = PURE_THRESHOLD
     fvis_backend: str = "maco"
-    fvis_args: tuple[tuple[str, Any], ...] = ()
+    fvis_args: tuple[tuple[str, Any], ...] = (("steps", 64),)
     fvis_per_neuron: int = 4
 
     columns: ClassVar[tuple[Column, ...]] = (
         Column("separation", True),
-        Column("baseline", None, (0.0, None)),
+        Column("separation_factors", True, optional=True),
+        Column("separation_fvis", True, optional=True),
     )
     scope: ClassVar[str] = "split"
+    label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.meta_evaluation
+    # ``separation`` embeds with an embedder that also sees nuisances (colour): a nuisance
+    # split may score on it, so only the factor-aware column claims disentanglement
+    calibrated_columns: ClassVar[tuple[str, ...]] = ("separation_factors",)
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
-        for name, least in (("max_refs_per_neuron", 2), ("fvis_per_neuron", 2), ("crop_size", 8)):
-            if getattr(self, name) < least:
-                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
+        if self.pool_size < 4:
+            raise ValueError(f"pool_size must be >= 4, got {self.pool_size}")
+        if self.fvis_per_neuron < 0 or self.fvis_per_neuron == 1:
+            raise ValueError(f"fvis_per_neuron must be 0 (off) or >= 2, got {self.fvis_per_neuron}")
         if not 0.0 <= self.crop_threshold < 1.0:
             raise ValueError(f"crop_threshold must be in [0, 1), got {self.crop_threshold}")
         for name in ("embedder_args", "fvis_args"):
@@ -121,53 +162,58 @@ class EmbeddingSeparation:
 
     @property
     def label(self) -> str:
-        return f"embedding_separation[{self.embedder},{self.source}]"
+        return f"embedding_separation[{self.embedder}]"
 
     def score(self, split: Split, context: Context) -> dict[str, float]:
-        if split.k < 2:
-            raise NotApplicable(f"{split.method} gives k={split.k} virtual neuron: nothing to separate")
-        images, groups = self.images(split, context)
-        sizes = torch.bincount(groups, minlength=split.k)
-        if int(sizes.min()) < 2:
-            raise NotApplicable(f"every virtual neuron needs >= 2 images to compare; got {sizes.tolist()} ({self.source})")
+        ids = reference_pool(context, split.target.layer, split.target.channel, self.pool_size)
+        if ids.numel() < 4:
+            raise NotApplicable(f"the reference pool has {ids.numel()} images; separation needs >= 4")
+        labels = pool_labels(split, context, ids)
+        out = scored(self.pool_embeddings(context, split, ids, self.embedder, self.embedder_args), labels)
+        out["pool"] = float(ids.numel())
+        if self.factor_embedder and _is_synthetic_world(context.fit):
+            emb = self.pool_embeddings(context, split, ids, self.factor_embedder, ())
+            out.update(scored(emb, labels, "_factors"))
+        if self.fvis_per_neuron:
+            out.update(self._fvis(split, context))
+        return out
+
+    def pool_embeddings(self, context: Context, split: Split, ids: Tensor, name: str,
+                        args: tuple[tuple[str, Any], ...]) -> Tensor:
+        """(n, D) embeddings of the pool's PURE crops (memoised per channel and embedder)."""
+        key = (id(context.model), id(context.heldout), split.target.layer, split.target.channel,
+               tuple(ids.tolist()), self.crop_threshold, name, args)
+        hit = _EMBED_MEMO.get(key)
+        if hit is not None and hit[0] is context.model:
+            _EMBED_MEMO.move_to_end(key)
+            return hit[1]
+        crops: list[Tensor] = []
+        for images, _ in batches(context.heldout, ids, context.batch_size, context.device):
+            crops += [context.heldout.to_unit_range(c[None])[0].cpu()
+                      for c in pure_crops(context.model, split.target.layer, split.target.channel, images,
+                                          threshold=self.crop_threshold, batch_size=context.batch_size)]
+        with torch.no_grad():
+            emb = embed_native(_build_embedder(name, args), crops, context.batch_size)
+        _EMBED_MEMO[key] = (context.model, emb)
+        while len(_EMBED_MEMO) > _MEMO_SIZE:
+            _EMBED_MEMO.popitem(last=False)
+        return emb
+
+    def _fvis(self, split: Split, context: Context) -> dict[str, float]:
+        from benchmark.fvis._objectives import split_objective
+
+        neurons = [i for i in range(split.k) for _ in range(self.fvis_per_neuron)]
+        if split.k == 1:
+            return {"separation_fvis": 0.0, "groups_fvis": 1.0}
+        backend = self._backend(context)
+        with torch.enable_grad():
+            rendering = backend.render(split_objective(split, neurons), len(neurons), context.fit.from_unit_range)
+        images = rendering.images.detach().float().cpu().clamp(0, 1)
         embedder = _build_embedder(self.embedder, self.embedder_args)
         with torch.no_grad():
             emb = torch.cat([embedder.embed(images[s:s + context.batch_size]).detach().double().cpu()
                              for s in range(0, images.shape[0], context.batch_size)])
-        inter, intra, overall = separation(emb, groups)
-        out = {"separation": inter - intra, "baseline": overall, "inter": inter, "intra": intra}
-        out.update({f"images_v{i}": float(n) for i, n in enumerate(sizes.tolist())})
-        return out
-
-    def images(self, split: Split, context: Context) -> tuple[Tensor, Tensor]:
-        """RGB images in [0, 1] (N, 3, h, w) and their virtual-neuron labels (N,)."""
-        if self.source == "fvis":
-            return self._fvis(split, context)
-        if not split.reference_ids:
-            raise NotApplicable(f"{split.method} gives no reference samples to crop")
-        parts, groups = [], []
-        for i, ids in enumerate(split.reference_ids):
-            ids = list(ids)[: self.max_refs_per_neuron]
-            if not ids:
-                continue
-            fn = functools.partial(_virtual_map, split, i)
-            for images, _ in batches(context.fit, ids, context.batch_size, context.device):
-                with torch.enable_grad():  # the crop heatmap is a gradient
-                    crops = receptive_field_crops(context.model, split.target.layer, fn, images, self.crop_size, self.crop_threshold)
-                parts.append(context.fit.to_unit_range(crops.detach()).cpu())
-                groups.extend([i] * crops.shape[0])
-        if not parts:
-            raise NotApplicable(f"{split.method} gives no reference samples to crop")
-        return torch.cat(parts), torch.tensor(groups, dtype=torch.long)
-
-    def _fvis(self, split: Split, context: Context) -> tuple[Tensor, Tensor]:
-        from benchmark.fvis._objectives import split_objective
-
-        neurons = [i for i in range(split.k) for _ in range(self.fvis_per_neuron)]
-        backend = self._backend(context)
-        with torch.enable_grad():
-            rendering = backend.render(split_objective(split, neurons), len(neurons), context.fit.from_unit_range)
-        return rendering.images.detach().float().cpu().clamp(0, 1), torch.tensor(neurons, dtype=torch.long)
+        return scored(emb, torch.tensor(neurons, dtype=torch.long), "_fvis")
 
     def _backend(self, context: Context) -> Any:
         """The feature-visualisation backend; fills in the data's input size, the context's
@@ -175,13 +221,11 @@ class EmbeddingSeparation:
         cls = FEATURE_VIS.get(self.fvis_backend)
         args = dict(self.fvis_args)
         names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        unknown = sorted(set(args) - names) if names else []
+        if unknown:
+            raise ValueError(f"fvis_args {unknown} are not fields of {self.fvis_backend!r}: {sorted(names)}")
         defaults = {"input_size": int(context.fit[0][0].shape[-1]), "device": str(context.device), "seed": context.seed}
         for key, value in defaults.items():
             if key in names and key not in args:
                 args[key] = value
         return cls(**args)
-
-
-def _virtual_map(split: Split, i: int, images: Tensor) -> Tensor:
-    """(N, H, W) map of virtual neuron i (the channel function handed to the crop helper)."""
-    return split.activations(images)[:, i]

@@ -37,6 +37,8 @@ class OutputFidelity:
         Column("top1_agreement", True, (0.0, 1.0)),
     )
     scope: ClassVar[str] = "split"
+    calibrated_columns: ClassVar[tuple[str, ...]] = ()
+    not_calibrated: ClassVar[str] = "fidelity, not separation: every trivial split is exact by construction"
 
     @property
     def label(self) -> str:

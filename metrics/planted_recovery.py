@@ -1,27 +1,41 @@
-"""Recovery of a planted polysemantic channel's known parts (DESIGN.md, "planted
-recovery"; the planting is :mod:`benchmark.planting`: channel = part_0 + part_1 exactly).
+"""Recovery of a planted polysemantic channel's known parts (DESIGN.md, "planted recovery";
+the planting is :mod:`benchmark.planting`: channel = part_0 + part_1 exactly).
 
-Definition. On every held-out image n take the signed spatial sums ``v_j(n)`` of the
-virtual neurons and ``p_q(n)`` of the planted parts (``truth.parts_fn``). The unit is the
-image (as in the ARV activation ratios): a method is asked which part an image excites,
-not to reproduce maps pixel by pixel (gating methods cannot; their pixel maps are the
-channel times a per-image weight).
+The unit is the image: on every held-out image n take the signed spatial sums ``v_j(n)`` of
+the virtual neurons, ``o(n)`` of the planted channel and ``p_q(n)`` of the planted parts. A
+method is asked which part an image excites, not to reproduce maps pixel by pixel (gating
+methods cannot; their maps are the channel times a per-image weight).
 
-* ``C[j, q]`` = Pearson correlation over images of v_j and p_q (0 where either is constant).
-* Matching: each part q gets a different virtual neuron m(q) maximising sum_q C[m(q), q]
-  (``scipy.optimize.linear_sum_assignment``). With k = 1 only one part is matched; an
-  unmatched part scores correlation 0 and explained variance 0 (predicting it by a
-  constant, its mean, explains nothing). Extra virtual neurons (k > 2) are ignored here.
-* ``correlation`` = mean over the two parts of C[m(q), q]  (bounds -1..1).
-* ``explained_variance`` = mean over parts of 1 - sum_n (p_q - v_m(q))^2 / sum_n (p_q - mean p_q)^2,
-  the raw fit, no rescaling (bounds -inf..1).
-* ``ari``: every membership (virtual neuron i, reference image r in split.reference_ids[i])
-  is one item (an image listed by two neurons counts twice) with predicted label i and true
-  label the part with the larger positive spatial sum sum_hw max(p_q, 0) on r (ties -> part
-  0); ``sklearn.metrics.adjusted_rand_score`` (bounds -0.5..1).
+Main columns (family-fair: any split whose virtual neurons are copies or rescalings of the
+channel -- identity, duplicate -- scores exactly "no separation", the oracle scores 1):
 
-Extras: ``corr_v{j}_p{q}``, ``matched_p{q}`` (-1 unmatched), ``ev_p{q}``, ``correlation_maps``
-(mean matched Pearson over all pixels of all images, same matching), ``images``, ``references``.
+* ``recovery`` -- the normalised gain of explaining each part by ALL virtual neurons over
+  explaining it by the channel alone. With ``R2(p | X)`` the out-of-sample R^2 of an affine
+  least-squares fit of p on the columns of X (two-fold cross-fitting over a seeded split of
+  the images, so extra regressors cannot buy R^2 by over-fitting),
+
+      recovery = mean_q [R2(p_q | v_1..v_k) - R2(p_q | o)] / [1 - R2(p_q | o)].
+
+  0 = the split explains nothing the channel did not (identity, duplicate: their span is the
+  channel's span; random gating: about 0, slightly below); 1 = each part is an affine
+  function of the virtual neurons (the oracle); negative = the split loses what the channel
+  knew (e.g. a surgery split whose virtual neurons drop shared input). Source: the
+  "informativeness" of Eastwood & Williams (ICLR 2018, DCI disentanglement: how well the
+  true factors are predicted from the representation), measured as the gain over the
+  undivided channel so that the baseline is the channel itself.
+* ``ari`` -- adjusted Rand index (``sklearn.metrics.adjusted_rand_score``) on ONE shared pool
+  per target (:mod:`metrics._pool`: the planted channel's top-100 held-out images by max
+  activation), every method labelling every pool image by its own virtual neurons (largest
+  positive spatial sum) against the true owner (the part with the larger positive spatial
+  sum, the oracle's rule). Identity and duplicate put the pool into one group: ARI 0; the
+  oracle: 1. Not applicable when the truth is constant on the pool (sklearn would say 1.0).
+
+Dropped: the previous ``explained_variance`` (raw fit, no rescaling; ranked identity above
+every method) -- after an optimal per-neuron affine fit it is the squared matched
+correlation, which adds nothing. Extras: ``correlation`` (mean matched Pearson of v and p
+after Hungarian matching; k copies of the channel score high on it, so it is NOT a
+separation score), ``r2_split_p{q}``, ``r2_channel_p{q}``, ``corr_v{j}_p{q}``,
+``matched_p{q}``, ``images``, ``pool``, ``pool_groups`` (non-empty predicted groups).
 """
 from __future__ import annotations
 
@@ -35,7 +49,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from benchmark.registry import METRICS
 from benchmark.types import Column, Context, NotApplicable, PlantedTruth, Split
-from metrics._common import batches, spatial_sum
+from metrics._common import batches, original_channel, spatial_sum
+from metrics._pool import pool_labels, positive_sums, reference_pool
 
 PARTS = 2
 
@@ -56,46 +71,51 @@ def match_parts(corr_jq: np.ndarray) -> dict[int, int]:
     return {int(q): int(j) for j, q in zip(rows, cols)}
 
 
-class _MapMoments:
-    """Streaming Pearson of flattened maps (all pixels of all images)."""
-
-    def __init__(self, k: int):
-        self.n = 0
-        self.sv, self.svv = np.zeros(k), np.zeros(k)
-        self.sp, self.spp = np.zeros(PARTS), np.zeros(PARTS)
-        self.svp = np.zeros((k, PARTS))
-
-    def add(self, v_nkhw: torch.Tensor, p_nqhw: torch.Tensor) -> None:
-        v = v_nkhw.double().transpose(0, 1).flatten(1)  # (k, NHW)
-        p = p_nqhw.double().transpose(0, 1).flatten(1)
-        self.n += v.shape[1]
-        self.sv += v.sum(1).numpy(); self.svv += (v ** 2).sum(1).numpy()
-        self.sp += p.sum(1).numpy(); self.spp += (p ** 2).sum(1).numpy()
-        self.svp += (v @ p.T).numpy()
-
-    def corr(self) -> np.ndarray:
-        cov = self.svp - np.outer(self.sv, self.sp) / self.n
-        var_v = np.clip(self.svv - self.sv ** 2 / self.n, 0, None)
-        var_p = np.clip(self.spp - self.sp ** 2 / self.n, 0, None)
-        norm = np.sqrt(np.outer(var_v, var_p))
-        corr = np.divide(cov, norm, out=np.zeros_like(cov), where=norm > 1e-12 * max(1.0, float(norm.max())))
-        return np.clip(corr, -1.0, 1.0)
+def crossfit_r2(x_nd: np.ndarray, y_n: np.ndarray, folds: np.ndarray) -> float:
+    """Out-of-sample R^2 of an affine least-squares fit of y on the columns of x, two-fold
+    cross-fitted (fit on one fold, predict the other; R^2 against the overall mean of y).
+    Collinear columns are handled by the minimum-norm solution, so duplicated columns give
+    exactly the predictions of one."""
+    y = y_n.astype(np.float64)
+    sst = float(((y - y.mean()) ** 2).sum())
+    if sst == 0.0:
+        raise ValueError("R^2 of a constant target is undefined")
+    design = np.column_stack([np.ones(len(y)), x_nd.astype(np.float64)])
+    scale = np.abs(design).max(0)
+    design = design / np.where(scale > 0, scale, 1.0)
+    pred = np.empty_like(y)
+    for f in (0, 1):
+        train, test = folds != f, folds == f
+        coef, *_ = np.linalg.lstsq(design[train], y[train], rcond=1e-10)
+        pred[test] = design[test] @ coef
+    return 1.0 - float(((y - pred) ** 2).sum()) / sst
 
 
 @METRICS.register("planted_recovery")
 @dataclass(frozen=True)
 class PlantedRecovery:
-    """Recovery of a planted channel's parts: matched correlation, explained variance, ARI.
+    """Recovery of a planted channel's parts: cross-fitted gain over the channel, shared-pool ARI.
 
-    Correlation and explained variance after optimal matching; the adjusted Rand index of
-    the reference assignment."""
+    Attributes:
+        pool_size: images of the shared reference pool (PURE's n_ref = 100).
+        seed: seed of the two-fold split of the held-out images.
+    """
+
+    pool_size: int = 100
+    seed: int = 0
 
     columns: ClassVar[tuple[Column, ...]] = (
-        Column("correlation", True, (-1.0, 1.0)),
-        Column("explained_variance", True, (None, 1.0)),
-        Column("ari", True, (-0.5, 1.0)),
+        Column("recovery", True, (None, 1.0)),
+        Column("ari", True, (-0.5, 1.0), optional=True),  # absent: constant truth on the pool
     )
     scope: ClassVar[str] = "split"
+    # columns that claim to measure disentanglement (tests/test_metric_sanity.py checks them)
+    calibrated_columns: ClassVar[tuple[str, ...]] = ("recovery", "ari")
+    truth_column: ClassVar[str] = "recovery"  # the yardstick of benchmark.meta_evaluation
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 2:
+            raise ValueError(f"pool_size must be >= 2, got {self.pool_size}")
 
     @property
     def label(self) -> str:
@@ -105,63 +125,52 @@ class PlantedRecovery:
         truth = context.planted.get(split.target.channel)
         if truth is None or truth.layer != split.target.layer:
             raise NotApplicable(f"channel {split.target.channel} of {split.target.layer!r} is not a planted channel")
-        items = [(i, int(r)) for i, ids in enumerate(split.reference_ids) for r in ids]
-        if not items:
-            raise NotApplicable(f"{split.method} gives no reference samples: the ARI needs them")
-        v_sums, p_sums, maps = self._heldout(split, context, truth)
-        corr = pearson_matrix(v_sums, p_sums)
-        match = match_parts(corr)
+        v, o, p = self._heldout(split, context, truth)
+        n = v.shape[0]
+        if n < 8:
+            raise NotApplicable(f"cross-fitted R^2 needs at least 8 held-out images, got {n}")
+        folds = np.zeros(n, dtype=int)
+        folds[np.random.default_rng(self.seed).permutation(n)[: n // 2]] = 1
         out: dict[str, float] = {}
-        corr_maps = maps.corr()
-        matched_corr, matched_ev, matched_map = [], [], []
+        gains = []
         for q in range(PARTS):
-            p = p_sums[:, q]
-            sst = float(((p - p.mean()) ** 2).sum())
-            if sst == 0.0:
+            if float(np.ptp(p[:, q])) == 0.0:
                 raise NotApplicable(f"planted part {q} is constant on the held-out images")
+            r2_split = crossfit_r2(v, p[:, q], folds)
+            r2_channel = crossfit_r2(o[:, None], p[:, q], folds)
+            out[f"r2_split_p{q}"], out[f"r2_channel_p{q}"] = r2_split, r2_channel
+            room = 1.0 - r2_channel
+            gains.append((r2_split - r2_channel) / room if room > 1e-12 else 0.0)
+        corr = pearson_matrix(v, p)
+        match = match_parts(corr)
+        matched = []
+        for q in range(PARTS):
             j = match.get(q, -1)
             out[f"matched_p{q}"] = float(j)
-            c = float(corr[j, q]) if j >= 0 else 0.0
-            ev = 1.0 - float(((p - v_sums[:, j]) ** 2).sum()) / sst if j >= 0 else 0.0
-            out[f"ev_p{q}"] = ev
-            matched_corr.append(c)
-            matched_ev.append(ev)
-            matched_map.append(float(corr_maps[j, q]) if j >= 0 else 0.0)
-            for jj in range(split.k):
-                out[f"corr_v{jj}_p{q}"] = float(corr[jj, q])
-        predicted, true = self._assignment(items, context, truth)
-        out.update(
-            correlation=float(np.mean(matched_corr)),
-            explained_variance=float(np.mean(matched_ev)),
-            ari=float(adjusted_rand_score(true, predicted)),
-            correlation_maps=float(np.mean(matched_map)),
-            images=float(v_sums.shape[0]),
-            references=float(len(items)),
-        )
+            matched.append(float(corr[j, q]) if j >= 0 else 0.0)
+            out.update({f"corr_v{jj}_p{q}": float(corr[jj, q]) for jj in range(split.k)})
+        out.update(recovery=float(np.mean(gains)), correlation=float(np.mean(matched)), images=float(n))
+        out.update(self._ari(split, context, truth))
         return out
 
     def _heldout(self, split: Split, context: Context, truth: PlantedTruth):
-        n = len(context.heldout)
-        if n < 2:
-            raise NotApplicable(f"correlation needs at least 2 held-out images, got {n}")
-        vs, ps, maps = [], [], _MapMoments(split.k)
+        vs, os_, ps = [], [], []
         with torch.no_grad():
-            for images, _ in batches(context.heldout, torch.arange(n), context.batch_size, context.device):
-                v, p = split.activations(images), truth.parts_fn(images)
-                if v.shape[-2:] != p.shape[-2:]:
-                    raise RuntimeError(f"{split.method}: virtual maps {tuple(v.shape)} and planted parts {tuple(p.shape)} differ in size")
+            for images, _ in batches(context.heldout, torch.arange(len(context.heldout)), context.batch_size, context.device):
+                v, parts = split.activations(images), truth.parts_fn(images)
+                if v.shape[-2:] != parts.shape[-2:]:
+                    raise RuntimeError(f"{split.method}: virtual maps {tuple(v.shape)} and planted parts {tuple(parts.shape)} differ in size")
                 vs.append(spatial_sum(v).double().cpu())
-                ps.append(spatial_sum(p).double().cpu())
-                maps.add(v.cpu(), p.cpu())
-        return torch.cat(vs).numpy(), torch.cat(ps).numpy(), maps
+                ps.append(spatial_sum(parts).double().cpu())
+                os_.append(spatial_sum(original_channel(context, split, images)).double().cpu())
+        return torch.cat(vs).numpy(), torch.cat(os_).numpy(), torch.cat(ps).numpy()
 
-    def _assignment(self, items, context: Context, truth: PlantedTruth) -> tuple[list[int], list[int]]:
-        ids = sorted({r for _, r in items})
-        part_of: dict[int, int] = {}
-        with torch.no_grad():
-            for start in range(0, len(ids), context.batch_size):
-                chunk = ids[start:start + context.batch_size]
-                images = context.fit.images(chunk).to(context.device)
-                positive = spatial_sum(truth.parts_fn(images).clamp(min=0))  # (n, 2)
-                part_of.update(zip(chunk, positive.argmax(1).tolist()))
-        return [i for i, _ in items], [part_of[r] for _, r in items]
+    def _ari(self, split: Split, context: Context, truth: PlantedTruth) -> dict[str, float]:
+        ids = reference_pool(context, split.target.layer, split.target.channel, self.pool_size)
+        true = positive_sums(truth.parts_fn, context, ids).argmax(dim=1)
+        pred = pool_labels(split, context, ids)
+        extras = {"pool": float(ids.numel()), "pool_groups": float(torch.unique(pred).numel())}
+        if torch.unique(true).numel() < 2:
+            extras["ari_not_applicable"] = 1.0
+            return extras
+        return {"ari": float(adjusted_rand_score(true.numpy(), pred.numpy())), **extras}

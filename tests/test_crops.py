@@ -1,140 +1,165 @@
-"""Receptive-field crops (benchmark.crops) on a hand-built net whose neuron sees a known patch."""
+"""PURE's reference crops (benchmark.crops): hand-made heatmaps with hand-computed boxes, the
+max-position seed, and the LRP composite path on a small torchvision ResNet."""
 from __future__ import annotations
 
-import pytest
 import torch
+import torchvision
 from torch import nn
 
-from benchmark.crops import (crop_and_resize, crop_boxes, denormalize, neuron_heatmaps, normalize,
-                             receptive_field_crops)
+from benchmark.crops import (blurred_abs, crop, denormalize, embed_native, lrp_composite, lrp_heatmaps,
+                             max_position_seed, normalize, pure_box, pure_crops)
 
 H = W = 32
-# The neuron is non-zero only at output rows 10..13, cols 20..23; a 3x3 conv (padding 1)
-# makes its receptive field input rows 9..14 and cols 19..24 (end-exclusive: 9:15, 19:25).
-PATCH = (9, 15, 19, 25)
+
+
+def deltas(*points, value=1.0, size=(H, W)) -> torch.Tensor:
+    heat = torch.zeros(size)
+    for r, c in points:
+        heat[r, c] = value
+    return heat
+
+
+# A unit delta blurred with kernel 5 (torchvision's default sigma 1.1) has normalised weights
+# 1, 0.66, 0.19 at offsets 0, 1, 2, so its 5x5 support is above 2% everywhere (corner
+# 0.19^2 = 0.037): rows/cols centre-2 .. centre+2, and PURE's slice ends at the last one
+# EXCLUSIVE (that row and column are dropped).
+
+def test_single_delta_box_drops_last_row_and_column():
+    assert pure_box(deltas((10, 20))) == (8, 12, 18, 22)
+
+
+def test_wide_box_is_squared_by_growing_the_short_side():
+    # cols 18..28, rows 8..12 -> dr = 4, dc = 10 -> rows grow by (10 - 4) // 2 = 3 each side
+    assert pure_box(deltas((10, 20), (10, 26))) == (5, 15, 18, 28)
+
+
+def test_box_shifts_down_at_the_top_edge_but_not_up_at_the_bottom():
+    # reflect padding keeps rows 0..2 above 2%; dr = 2, dc = 14 -> grow 6 -> top -6 -> shifted to 0
+    assert pure_box(deltas((0, 10), (0, 20))) == (0, 14, 8, 22)
+    # at the bottom PURE does not shift: the slice runs past the image and is clipped
+    top, bottom, left, right = pure_box(deltas((31, 10), (31, 20)))
+    assert (top, bottom, left, right) == (23, 37, 8, 22)
+    image = torch.rand(3, H, W) + 0.1
+    patch = crop(image, deltas((31, 10), (31, 20)))
+    assert patch.shape == (3, 9, 14)  # not square: rows 23..31 only
+
+
+def test_signed_heatmap_is_blurred_before_the_absolute_value():
+    # +1 and -1 at adjacent pixels partly cancel in the blur: abs is taken AFTER the blur.
+    heat = deltas((10, 10)) - deltas((10, 11))
+    norm = blurred_abs(heat)
+    assert float(norm.max()) == 1.0
+    blurred_then_abs = blurred_abs(heat)
+    abs_then_blurred = blurred_abs(heat.abs())
+    assert not torch.allclose(blurred_then_abs, abs_then_blurred)
+    # a far negative delta counts like a positive one: rows 8..22, cols 3..22, dr = 14 < dc = 19,
+    # so the rows grow by (19 - 14) // 2 = 2 on each side
+    assert pure_box(deltas((10, 20)) - deltas((20, 5))) == (6, 24, 3, 22)
+
+
+def test_threshold_is_two_percent_of_the_blurred_max():
+    heat = deltas((10, 20)) + deltas((25, 5), value=0.01)  # 1% of the peak: below 2% after the blur
+    assert pure_box(heat) == (8, 12, 18, 22)
+    heat = deltas((10, 20)) + deltas((25, 5), value=0.2)  # blurred peak 0.2 * w0 > 2% of the max
+    top, bottom, left, right = pure_box(heat)
+    assert top <= 23 and bottom >= 27 - 1 and left <= 3
+
+
+def test_empty_heatmap_gives_the_whole_image():
+    image = torch.rand(3, H, W) + 0.1
+    assert pure_box(torch.zeros(H, W)) == (0, H - 1, 0, W - 1)
+    assert torch.equal(crop(image, torch.zeros(H, W)), image)
+
+
+def test_max_position_seed_keeps_only_the_maximum():
+    acts = torch.tensor([[[0.0, 2.0], [3.0, -1.0]], [[5.0, 5.0], [1.0, 0.0]]])
+    seed = max_position_seed(acts)
+    assert torch.equal(seed, torch.tensor([[[0.0, 0.0], [3.0, 0.0]], [[5.0, 0.0], [0.0, 0.0]]]))
 
 
 class PatchNet(nn.Module):
-    """conv (all-ones 3x3) -> mask to a 4x4 window -> BatchNorm (to check eval mode)."""
+    """conv (3x3 ones) -> x mask (rows 10..13, cols 20..23) -> identity 'feat'."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 2, 3, padding=1, bias=False)
         with torch.no_grad():
             self.conv.weight.fill_(1.0)
-            self.conv.weight[1] *= -1.0  # channel 1 is never positive on positive images
         mask = torch.zeros(1, 1, H, W)
         mask[..., 10:14, 20:24] = 1.0
         self.register_buffer("mask", mask)
         self.feat = nn.Identity()
-        self.bn = nn.BatchNorm2d(2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.feat(self.conv(x) * self.mask))
-
-
-@pytest.fixture
-def net() -> PatchNet:
-    return PatchNet()
+    def forward(self, x):
+        return self.feat(self.conv(x) * self.mask)
 
 
-@pytest.fixture
-def images() -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    return 0.1 + 0.9 * torch.rand(3, 3, H, W, generator=g)  # strictly positive pixels
+def test_heatmap_is_seeded_at_the_maximum_position_only():
+    x = torch.full((1, 3, H, W), 0.5)
+    x[..., 12, 22] = 5.0  # every output whose 3x3 window holds (12, 22) ties for the maximum
+    heat = lrp_heatmaps(PatchNet(), "feat", 0, x)
+    support = heat[0].abs() > 0
+    rows, cols = torch.where(support)
+    # ties -> the first in row-major order, output (11, 21), whose 3x3 receptive field is
+    # input rows 10..12, cols 20..22 (one position, not the whole 4x4 activation window)
+    assert (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())) == (10, 12, 20, 22)
+    # the crop of that heatmap: the 3x3 window blurred, cut at 2%
+    patch = pure_crops(PatchNet(), "feat", 0, x)[0]
+    assert patch.shape[-2:] == crop(x[0], heat[0]).shape[-2:]
+    assert patch.shape[-1] < W and patch.shape[-2] < H  # native size, not resized
 
 
-def test_heatmap_support_is_the_receptive_field(net, images):
-    heat = neuron_heatmaps(net, "feat", 0, images)
-    assert heat.shape == (3, H, W)
-    support = heat > 0
-    expected = torch.zeros(H, W, dtype=torch.bool)
-    expected[PATCH[0]:PATCH[1], PATCH[2]:PATCH[3]] = True
-    assert torch.equal(support, expected.expand(3, H, W))
+def _small_resnet():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics, so the canonizer matters
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model
 
 
-def test_heatmap_is_gradient_times_input(net, images):
-    # d(sum max(a,0))/dx for an all-ones 3x3 conv = number of masked outputs whose window
-    # covers the pixel (all outputs are positive); R = |x * grad| summed over colour.
-    count = torch.nn.functional.conv2d(net.mask, torch.ones(1, 1, 3, 3), padding=1)[0, 0]
-    expected = (images * count).abs().sum(dim=1)
-    assert torch.allclose(neuron_heatmaps(net, "feat", 0, images), expected, atol=1e-5)
+def test_lrp_composite_path_on_a_resnet_matches_zennit_and_leaves_the_model_alone():
+    from zennit.attribution import Gradient
+    from zennit.torchvision import ResNetCanonizer
+
+    model = _small_resnet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    composite = lrp_composite(model)
+    assert any(isinstance(c, ResNetCanonizer) for c in composite.canonizers)
+    x = torch.randn(2, 3, 64, 64)
+    heat = lrp_heatmaps(model, "layer1", 3, x)
+    assert heat.shape == (2, 64, 64)
+    # the same relevance by zennit's own attributor on the truncated network
+    trunk = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1)
+    with torch.no_grad():
+        z = trunk(x)
+    seed = torch.zeros_like(z)
+    seed[:, 3] = max_position_seed(z[:, 3])
+    with Gradient(model=trunk, composite=lrp_composite(model)) as attributor:
+        _, relevance = attributor(x, seed)
+    assert torch.allclose(heat, relevance.sum(1), rtol=1e-4, atol=1e-6)
+    # LRP is not the plain gradient (the composite really acts)
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(trunk(xg), xg, grad_outputs=seed)
+    assert not torch.allclose(heat, (g * x).sum(1), atol=1e-3)
+    # the caller's model: same weights, no hooks left behind
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(m._forward_hooks or m._backward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
-def test_unblurred_box_is_exactly_the_patch(net, images):
-    heat = neuron_heatmaps(net, "feat", 0, images)
-    boxes = crop_boxes(heat, threshold=0.02, kernel_size=1, square=False)
-    assert boxes.tolist() == [list(PATCH)] * 3
+def test_embed_native_keeps_input_order_across_sizes():
+    class Mean:
+        def embed(self, images):
+            return torch.stack([images.mean((1, 2, 3)), torch.full((images.shape[0],), float(images.shape[-1]))], 1)
+
+    crops = [torch.full((3, 4, 4), 0.1), torch.full((3, 6, 6), 0.2), torch.full((3, 4, 4), 0.3)]
+    emb = embed_native(Mean(), crops)
+    assert torch.allclose(emb[:, 0], torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64))
+    assert emb[:, 1].tolist() == [4.0, 6.0, 4.0]
 
 
-def test_blurred_square_box_covers_the_patch(net, images):
-    heat = neuron_heatmaps(net, "feat", 0, images)
-    for top, bottom, left, right in crop_boxes(heat).tolist():  # kernel 5, 2 %, square
-        assert bottom - top == right - left
-        assert top <= PATCH[0] and bottom >= PATCH[1] and left <= PATCH[2] and right >= PATCH[3]
-        # the blur (radius 2) widens the box by at most 2 pixels per side
-        assert top >= PATCH[0] - 2 and bottom <= PATCH[1] + 2 and left >= PATCH[2] - 2 and right <= PATCH[3] + 2
-
-
-def test_square_box_is_shifted_inside_the_image():
-    heat = torch.zeros(1, 10, 10)
-    heat[0, 0, 0:6] = 1.0  # a 1 x 6 strip on the top edge
-    assert crop_boxes(heat, kernel_size=1).tolist() == [[0, 6, 0, 6]]
-
-
-def test_crop_content_and_size(net, images):
-    crops = receptive_field_crops(net, "feat", 0, images, out_size=6, kernel_size=1, square=False)
-    assert crops.shape == (3, 3, 6, 6)
-    assert torch.allclose(crops, images[:, :, 9:15, 19:25], atol=1e-6)  # same size: no resampling
-    big = receptive_field_crops(net, "feat", 0, images, out_size=48)
-    assert big.shape == (3, 3, 48, 48)
-
-
-def test_silent_neuron_keeps_the_whole_image(net, images):
-    boxes = crop_boxes(neuron_heatmaps(net, "feat", 1, images))
-    assert boxes.tolist() == [[0, H, 0, W]] * 3
-
-
-def test_virtual_neuron_callable(images):
-    def neuron(x: torch.Tensor) -> torch.Tensor:  # sees only rows 2..5, cols 3..6 of channel 0
-        return x[:, 0, 2:6, 3:7] * 2.0
-
-    heat = neuron_heatmaps(None, None, neuron, images)
-    assert crop_boxes(heat, kernel_size=1, square=False).tolist() == [[2, 6, 3, 7]] * 3
-    assert receptive_field_crops(None, None, neuron, images, out_size=8).shape == (3, 3, 8, 8)
-
-
-def test_batched_equals_one_by_one(net, images):
-    together = receptive_field_crops(net, "feat", 0, images, out_size=16, batch_size=64)
-    single = receptive_field_crops(net, "feat", 0, images, out_size=16, batch_size=1)
-    assert torch.allclose(together, single, atol=1e-6)
-
-
-def test_model_is_not_changed(net, images):
-    net.train()
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    crops = receptive_field_crops(net, "bn", 0, images)  # the pass goes through BatchNorm
-    assert torch.equal(crops, receptive_field_crops(net, "feat", 0, images))  # BN ran in eval mode
-    assert net.training and net.bn.training  # flags restored
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # no BN stat updates
-    assert all(p.grad is None for p in net.parameters())
-    assert not net.feat._forward_hooks and not net.bn._forward_hooks
-
-
-def test_normalize_round_trip(images):
-    assert torch.allclose(denormalize(normalize(images)), images, atol=1e-6)
-    assert torch.allclose(normalize(images, (0.5,) * 3, (0.25,) * 3), (images - 0.5) / 0.25)
-
-
-def test_bad_inputs(net, images):
-    with pytest.raises(IndexError, match="out of range"):
-        receptive_field_crops(net, "feat", 5, images)
-    with pytest.raises(TypeError, match="int channel or a callable"):
-        receptive_field_crops(net, "feat", 0.5, images)
-    with pytest.raises(KeyError, match="no layer 'nope'.*Close valid names"):
-        receptive_field_crops(net, "nope", 0, images)
-    with pytest.raises(ValueError, match="threshold"):
-        crop_boxes(torch.ones(1, 4, 4), threshold=1.5)
-    with pytest.raises(ValueError, match="odd"):
-        crop_boxes(torch.ones(1, 4, 4), kernel_size=4)
-    assert crop_and_resize(images[:0], torch.zeros(0, 4, dtype=torch.long), 8).shape == (0, 3, 8, 8)
+def test_normalize_roundtrip():
+    x = torch.rand(2, 3, 5, 5)
+    assert torch.allclose(denormalize(normalize(x)), x, atol=1e-6)

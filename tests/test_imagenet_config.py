@@ -53,7 +53,7 @@ def test_imagenet_resnet50_config_runs_end_to_end_on_a_fake(tmp_path):
         "tracks.detection.max_pairs": 6, "tracks.detection.p": 0.3,
         "method_params.pure.n_ref": 8, "method_params.pure.n_init": 2, "method_params.identity.n_ref": 8,
         "metric_params.embedding_separation.embedder_args": [["arch", "ViT-S-32-alt"], ["pretrained", str(clip)]],
-        "metric_params.embedding_separation.max_refs_per_neuron": 4,
+        "metric_params.embedding_separation.pool_size": 8,
         "figures.fvis_steps": 4, "figures.fvis_size": 64,
     }
     config = load_config("imagenet_resnet50", overrides)

@@ -4,7 +4,8 @@ Setting: TinyNet with a planted polysemantic channel (benchmark.planting), a Con
 planted ground truth and a Target that names the two concepts (class sets), so every method
 applies. Methods are built with their defaults; a field ``n_ref`` is shrunk to the size of
 the tiny fit set. A method that raises NotApplicable is skipped with its reason, except
-the published methods and the baselines, which must run.
+the published methods and the baselines, which must run (``nuisance_split`` applies to
+the synthetic world only; tests/test_trivial_baselines.py covers it there).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from tests.fakes import TinyNet, random_images
 
 LAYER, PAIR, TOP_K, N_REF = "conv2", (0, 3), 24, 16
 MUST_RUN = ("arv_surgery", "pure", "activation_clustering", "activation_kmeans", "identity",
-            "random_split", "oracle")
+            "random_split", "oracle", "duplicate", "class_gate")
 SHRINK = {"n_ref": N_REF}
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 NAMES = METHODS.names()

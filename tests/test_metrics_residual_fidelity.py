@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import functools
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,6 +34,7 @@ def surgery(residual_fn, concepts=None, model=None):
 def test_residual_proportional_to_the_channel():
     out = ResidualEnergy().score(surgery(lambda x: 0.2 * orig(x)), ctx())
     assert out["residual_ratio"] == pytest.approx(0.2)
+    assert out["residual_median"] == pytest.approx(0.2)
     assert out["energy"] == pytest.approx(0.04)
     assert out["images"] == len(ctx().heldout)
 
@@ -46,7 +48,9 @@ def test_constant_residual_on_concept_images_against_plain_formula():
     hw = o.shape[1] * o.shape[2]
     sums = o.sum(dim=(1, 2)).abs()
     assert out["images"] == len(idx) == 12
-    assert out["residual_ratio"] == pytest.approx(float((hw / sums).mean()))
+    assert out["residual_ratio"] == pytest.approx(len(idx) * hw / float(sums.sum()))  # ratio of sums
+    assert out["residual_median"] == pytest.approx(float(np.median((hw / sums).numpy())))
+    assert out["residual_mean_ratio"] == pytest.approx(float((hw / sums).mean()))
     assert out["energy"] == pytest.approx(len(idx) * hw / float((o ** 2).sum()))
 
 

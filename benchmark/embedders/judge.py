@@ -5,6 +5,12 @@ the penultimate features of a network trained to predict the world's generating 
 (``benchmark.world.judge``). Like every embedder it takes RGB images in [0, 1] (a
 dataset's ``to_unit_range`` of what it yields) and maps them to the world's input space
 itself; other sizes (receptive-field crops) are resized to the world's 32x32 (bilinear).
+
+``judge_factors`` is the factor-aware variant: the embedding is the concatenated softmax
+probabilities of the judge's heads for the CLASS-RELEVANT factors only (shape and texture:
+in the synthetic world a class is one shape and one texture; colour, position, scale and
+background are nuisances). Two images of one class drawn in different colours embed alike,
+so a colour split of one class no longer scores as a concept split.
 """
 from __future__ import annotations
 
@@ -46,11 +52,12 @@ class JudgeEmbedder:
     world_seed: int = 0
     image_size: int = 32
     batch_size: int = 512
+    factors: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         src = self.weights if self.weights is not None else f"seed{self.seed}-world{self.world_seed}"
-        return f"judge({src})"
+        return f"judge({src}{',' + '+'.join(self.factors) if self.factors else ''})"
 
     @torch.no_grad()
     def embed(self, images_nchw: Tensor) -> Tensor:
@@ -66,5 +73,23 @@ class JudgeEmbedder:
         x = to_input_range(images_nchw.detach().float().cpu().clamp(0.0, 1.0))
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        out = [model.embed(x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
-        return torch.cat(out) if out else torch.empty(0, model.heads["shape"].in_features)
+        unknown = [f for f in self.factors if f not in model.heads]
+        if unknown:
+            raise ValueError(f"unknown judge factor(s) {unknown}; the judge predicts {sorted(model.heads)}")
+        out = [self._features(model, x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
+        width = sum(model.heads[f].out_features for f in self.factors) if self.factors else model.heads["shape"].in_features
+        return torch.cat(out) if out else torch.empty(0, width)
+
+    def _features(self, model, x: Tensor) -> Tensor:
+        emb = model.embed(x)
+        if not self.factors:
+            return emb
+        return torch.cat([model.heads[f](emb).softmax(dim=1) for f in self.factors], dim=1)
+
+
+@EMBEDDERS.register("judge_factors")
+@dataclass(frozen=True)
+class JudgeFactorEmbedder(JudgeEmbedder):
+    """The judge's shape and texture probabilities (the synthetic world's class-relevant factors)."""
+
+    factors: tuple[str, ...] = ("shape", "texture")
