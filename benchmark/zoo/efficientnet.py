@@ -22,15 +22,23 @@ Architecture notes (checked on the installed code):
   an ``nn.ZeroPad2d`` child, was fixed for the build-time input size): other input sizes
   run, with TF "SAME" padding no longer exact.
 
-LRP with zennit 0.5.1 (``tests/test_efficientnet.py`` checks what is claimed here):
-``EpsilonPlusFlat`` and ``EpsilonGammaBox`` attach to every convolution (zennit matches
-``nn.Conv2d`` subclasses) and ReLU6 is in ``zennit.types.Activation`` (gradient passed
-through); the attributions are finite and the forward unchanged. The canonizers
-``SequentialMergeBatchNorm`` finds nothing to merge (blocks are not ``nn.Sequential``; the
-BN follows the conv only inside ``forward``), so BN layers keep their (epsilon-free) rule,
-and there is no residual or squeeze-excitation canonizer for this code (Lite has no SE).
-Conservation therefore is approximate, not exact. The benchmark's own attributions
-(``benchmark.attribution``) are gradient x input and need none of this.
+LRP with zennit 0.5.1 (``tests/test_efficientnet.py`` checks the first two points):
+
+* ``EpsilonPlusFlat`` / ``EpsilonGammaBox`` attach rules to every convolution (zennit
+  matches ``nn.Conv2d`` subclasses, so ``Conv2dStaticSamePadding`` too; ReLU6 is in
+  ``zennit.types.Activation``); the forward is unchanged, attributions are finite and
+  every hook is removed afterwards;
+* ``SequentialMergeBatchNorm`` merges nothing (blocks are not ``nn.Sequential``; BN follows
+  its conv only inside ``forward``), so BN keeps its own rule, and relevance is NOT
+  conserved: on two noise images the input relevance summed to 0.83 / 0.88 for logits
+  0.40 / 1.40 (EpsilonPlusFlat; 19 / 27 with EpsilonGammaBox);
+* ``NamedMergeBatchNorm`` over all 66 explicit (conv, BN) pairs merges them, but the
+  merged forward moved the logits by up to 0.05 and the input relevance nearly vanished
+  (1e-4: absorbed by the merged biases through 16 blocks); zennit has no canonizer for
+  the blocks' residual adds.
+
+So LRP is not used on this track; the benchmark's attributions (``benchmark.attribution``,
+``benchmark.relevance``) are gradient x input and need no canonizer.
 
 ``photo_classes`` (see :mod:`benchmark.photos`): Lite0 with a fixed read-out that pools
 the 1000 ImageNet logits into the photo dataset's WordNet categories (``logsumexp`` over
