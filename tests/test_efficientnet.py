@@ -93,3 +93,33 @@ def test_zennit_composites_attach_without_changing_the_forward(lite0):
         relevances.append(relevance)
     assert torch.equal(relevances[0], relevances[1])  # the Sequential canonizer finds no conv/BN pair
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in lite0.modules()) == 0
+
+
+def test_lite2_stand_in_embedder_is_the_input_of_its_classifier():
+    """The embedding is exactly what Lite2's ``_fc`` reads, and it separates photos of
+    different content more than two crops of the same photo."""
+    from skimage import data
+
+    from benchmark.registry import EMBEDDERS
+
+    embedder = EMBEDDERS.get("lite2_clip_stand_in")()
+    assert "clip_stand_in" in embedder.name and "image-image" in embedder.name
+    to_unit = lite_transform(260)
+    photos = [to_unit(Image.fromarray(getattr(data, n)()).convert("RGB")) * (128 / 255) + 127 / 255
+              for n in ("coffee", "chelsea")]
+    x = torch.stack(photos).clamp(0, 1)
+    emb = embedder.embed(x)
+    assert emb.shape == (2, 1280)
+    model = load_lite("efficientnet_lite2")
+    fc_input = []
+    handle = model._fc.register_forward_hook(lambda _m, args, _o: fc_input.append(args[0]))
+    try:
+        with torch.no_grad():
+            model((x - 127 / 255) / (128 / 255))
+    finally:
+        handle.remove()
+    assert torch.allclose(emb, fc_input[0], atol=1e-5)
+    flipped = embedder.embed(x.flip(-1))
+    assert (emb[0] - flipped[0]).norm() < (emb[0] - emb[1]).norm()
+    with pytest.raises(ValueError, match="to_unit_range"):
+        embedder.embed(x * 3)
