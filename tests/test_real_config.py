@@ -15,8 +15,7 @@ pytestmark = pytest.mark.slow
 
 def test_real_config_runs_end_to_end_on_a_small_subset(tmp_path):
     overrides = {
-        "batch_size": 16, "data.fit_limit": 64, "data.heldout_limit": 32, "data.image_size": 128,
-        "capture.top_k": 8,
+        "batch_size": 16, "data.fit_limit": 112, "data.heldout_limit": 32, "data.image_size": 96,
         "tracks.planted.num_channels": 1, "tracks.pairs.max_pairs": 1, "tracks.pairs.p": 0.3,
         "tracks.layer.num_channels": 1, "tracks.detection.max_pairs": 4, "tracks.detection.p": 0.3,
         "method_params.pure.n_ref": 6, "method_params.pure.n_init": 2, "method_params.pure.n_concept": 3,
