@@ -1,4 +1,4 @@
-# Two commands do all the set-up (virtualenv, packages, WordNet) and then their job:
+# Two commands do all the set-up (virtualenv, packages, WordNet, photo stamps) and then their job:
 #   make run    run the default benchmark (the offline synthetic world)
 #   make test   run the test suite
 # Both are idempotent: a second call skips the installs.
@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup wordnet run test bench clean-venv
+.PHONY: setup wordnet photos run test bench clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ $(STAMP): pyproject.toml
 wordnet: $(STAMP)
 	@$(PY) -m benchmark.wordnet_setup
 
-setup: $(STAMP) wordnet
+photos: $(STAMP)
+	@$(PY) -m benchmark.photos.setup
+
+setup: $(STAMP) wordnet photos
 
 run: setup
 	$(VENV)/bin/polysemy run $(ARGS)

@@ -7,7 +7,9 @@ and results by the pure functions of :mod:`benchmark.plots`:
 * ``fvis_grid``: feature visualisations of the original channel and each method's virtual
   neurons for the first pairs target;
 * ``attributions_<method>``: 2-D embedding of the reference features a clustering method
-  clustered (when its split exposes ``info["features"]`` and ``info["clusters"]``).
+  clustered (when its split exposes ``info["features"]`` and ``info["clusters"]``);
+* ``reference_crops_<target>``: each method's virtual neurons shown by their top reference
+  images, cropped to the receptive field (:mod:`benchmark.reference_crops`).
 """
 from __future__ import annotations
 
@@ -58,6 +60,9 @@ def write_figures(out: Path, results: pd.DataFrame, plans, methods, env) -> list
     layer = plans_by_track.get("layer")
     if layer is not None and layer.targets:
         written += _attribution_embeddings(fig_dir, layer, methods)
+    from benchmark.reference_crops import reference_crop_figures
+
+    written += reference_crop_figures(fig_dir, plans_by_track, methods)
     return written
 
 

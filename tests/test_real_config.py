@@ -1,0 +1,39 @@
+"""The packaged `real` config (EfficientNet-Lite0 on the Tux Paint photos), end to end on a
+small subset: every track, every method, the Lite2 stand-in embedder named in the table,
+exact surgery, the reference-crop figures."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from benchmark.cache import Cache
+from benchmark.config import load_config
+from benchmark.runner import Runner
+
+pytestmark = pytest.mark.slow
+
+
+def test_real_config_runs_end_to_end_on_a_small_subset(tmp_path):
+    overrides = {
+        "batch_size": 16, "data.fit_limit": 112, "data.heldout_limit": 32, "data.image_size": 96,
+        "tracks.planted.num_channels": 1, "tracks.pairs.max_pairs": 1, "tracks.pairs.p": 0.3,
+        "tracks.layer.num_channels": 1, "tracks.detection.max_pairs": 4, "tracks.detection.p": 0.3,
+        "method_params.pure.n_ref": 6, "method_params.pure.n_init": 2, "method_params.pure.n_concept": 3,
+        "metric_params.embedding_separation.max_refs_per_neuron": 3,
+        "figures.fvis_steps": 2, "figures.fvis_size": 64,
+    }
+    config = load_config("real", overrides)
+    out = Runner(config, output_dir=tmp_path / "run", cache=Cache(tmp_path / "cache"), progress=False).run()
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["track"]) == {"planted", "pairs", "layer", "detection"}
+    assert set(results["model"]) == {"efficientnet_lite0_photos"} and set(results["layer"]) == {"_conv_head"}
+    assert set(results["dataset"]) == {"stamp_photos"}
+    from benchmark.registry import METHODS
+
+    assert set(results["method"]) == set(METHODS.names())
+    assert any(m.startswith("embedding_separation[lite2_clip_stand_in") for m in results["metric"])
+    fidelity = results[(results.method == "arv_surgery") & (results.column == "max_abs_logit_diff")
+                       & (results.status == "ok")]
+    assert len(fidelity) > 0 and fidelity["value"].max() < 1e-4
+    assert (out / "leaderboard.md").exists()
+    assert list((out / "figures").glob("reference_crops_*.png"))
