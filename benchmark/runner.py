@@ -19,9 +19,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.budget import StageTimer, prepare_units
 from benchmark.cache import Cache, atomic_write, atomic_write_text, canonical_json
 from benchmark.config import ConfigError, RunConfig
 from benchmark.environment import Environment
+from benchmark.memo import memoized
 from benchmark.registry import METHODS, METRICS, Registry, hyperparameters
 from benchmark.tracks import TRACKS, TrackPlan
 from benchmark.types import NotApplicable, Split, Target
@@ -88,6 +90,8 @@ class Runner:
             getattr(config.tracks, name)  # every track has a config section
         self._prepare_output(overwrite)
         self.timings: dict[str, float] = {}
+        self.timer = StageTimer(self.timings)
+        self.kept_splits: dict[tuple[str, str], Split] = {}  # first target's split per (track, method): figures
 
     # -- output folder -------------------------------------------------------------------
     def _prepare_output(self, overwrite: bool) -> None:
@@ -119,8 +123,10 @@ class Runner:
         units = [(plan, method, target) for plan in plans for method in self.methods
                  for target in (plan.targets if plan.kind == "split" else (None,))]
         t0 = time.perf_counter()
+        prepare_units(units, self._unit_done, self.timer)
         for plan, method, target in tqdm(units, desc="benchmark", unit="unit", disable=not self.progress):
-            self._run_unit(plan, method, target)
+            with self.timer("units", plan.track):
+                self._run_unit(plan, method, target)
         self.timings["units_s"] = time.perf_counter() - t0
         results = self.assemble()
         self._write_provenance(env, plans, start)
@@ -129,9 +135,16 @@ class Runner:
         self._write_provenance(env, plans, start)
         return self.out
 
-    def _run_unit(self, plan: TrackPlan, method: Plugin, target: Target | None) -> None:
+    def _part(self, plan: TrackPlan, method: Plugin, target: Target | None) -> Path:
         key = unit_id(plan.track, method.name, method.params_json, target.key if target else "*")
-        part = self.out / "parts" / f"{key}.csv"
+        return self.out / "parts" / f"{key}.csv"
+
+    def _unit_done(self, plan: TrackPlan, method: Plugin, target: Target | None) -> bool:
+        return self._part(plan, method, target).exists()
+
+    def _run_unit(self, plan: TrackPlan, method: Plugin, target: Target | None) -> None:
+        part = self._part(plan, method, target)
+        key = part.stem
         if part.exists():
             return
         torch.manual_seed(self.config.seed)
@@ -157,20 +170,25 @@ class Runner:
     def _split_rows(self, plan: TrackPlan, method: Plugin, target: Target, key: str) -> list[dict]:
         metrics = [m for m in self.metrics if m.instance.scope == "split"]
         try:
-            split = method.instance.fit(plan.context, target)
+            with self.timer("fit", method.name):
+                split = memoized(method.instance.fit(plan.context, target))  # metrics + trace share activations
         except NotApplicable as why:
             return [r for m in metrics for r in self._not_applicable(plan, method, target.key, m, str(why))]
+        if target == plan.targets[0]:
+            self.kept_splits[(plan.track, method.name)] = split
         rows = []
         for metric in metrics:
             try:
-                values = metric.instance.score(split, plan.context)
+                with self.timer("metric", metric.label):
+                    values = metric.instance.score(split, plan.context)
             except NotApplicable as why:
                 rows += self._not_applicable(plan, method, target.key, metric, str(why))
                 continue
             rows += [self._row(plan, method, target.key, metric, col, val) for col, val in sorted(values.items())]
         from benchmark.traces import save_trace
 
-        save_trace(self.out / "traces" / f"{key}.pt", split, plan)
+        with self.timer("trace"):
+            save_trace(self.out / "traces" / f"{key}.pt", split, plan)
         return rows
 
     def _detection_rows(self, plan: TrackPlan, method: Plugin, _target: None, key: str) -> list[dict]:
@@ -227,5 +245,5 @@ class Runner:
 
         t0 = time.perf_counter()
         write_leaderboards(results, self.out)
-        write_figures(self.out, results, plans, self.methods, env)
+        write_figures(self.out, results, plans, self.methods, env, splits=self.kept_splits, timer=self.timer)
         self.timings["render_s"] = time.perf_counter() - t0
