@@ -6,7 +6,8 @@ over units, seconds) and ``units/<track>``; the runner adds ``setup_s``, ``plan_
 ``units_s``, ``render_s`` and ``total_s``, and :mod:`benchmark.figures` ``figure/<name>``.
 A method may define ``prepare(context, targets)`` to compute, in one shared pass, what its
 fits of ``targets`` will read from the cache (PURE: every channel's reference attributions,
-one forward per batch of reference images); it must not change any result.
+one forward per batch of reference images), and ``prepare_detection(context, targets)`` the
+same for its polysemanticity scores; neither may change any result.
 """
 from __future__ import annotations
 
@@ -33,13 +34,15 @@ class StageTimer:
 
 def prepare_units(units, done: Callable, timer: StageTimer) -> None:
     """Calls ``method.instance.prepare(plan.context, targets)`` once per (split plan, method)
-    with the targets whose units are not done yet (``done(plan, method, target)``)."""
+    with the targets whose units are not done yet (``done(plan, method, target)``), and
+    ``prepare_detection(plan.context, plan.targets)`` for a pending detection unit."""
     pending: dict[tuple[int, int], tuple] = {}
     for plan, method, target in units:
-        if plan.kind != "split" or not hasattr(method.instance, "prepare") or done(plan, method, target):
+        hook = "prepare" if plan.kind == "split" else "prepare_detection"
+        if not hasattr(method.instance, hook) or done(plan, method, target):
             continue
-        entry = pending.setdefault((id(plan), id(method)), (plan, method, []))
-        entry[2].append(target)
-    for plan, method, targets in pending.values():
+        entry = pending.setdefault((id(plan), id(method)), (plan, method, hook, []))
+        entry[3].append(target)
+    for plan, method, hook, targets in pending.values():
         with timer("prepare", method.name):
-            method.instance.prepare(plan.context, tuple(targets))
+            getattr(method.instance, hook)(plan.context, tuple(targets) if hook == "prepare" else plan.targets)

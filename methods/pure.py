@@ -236,7 +236,7 @@ class Pure:
                                 f"{(concept_a, concept_b)[norms.index(0.0)]}: cosine undefined")
         return float(means[0] @ means[1] / (norms[0] * norms[1]))
 
-    def _concept_mean(self, context: Context, channel: int, concept) -> Tensor:
+    def _concept_ids(self, context: Context, concept) -> Tensor:
         classes = tuple(int(c) for c in (concept if isinstance(concept, (tuple, list)) else (concept,)))
         ids = context.fit.indices_of(classes)
         if ids.numel() == 0:
@@ -244,4 +244,36 @@ class Pure:
         if ids.numel() > self.n_concept:
             pick = torch.randperm(ids.numel(), generator=torch.Generator().manual_seed(self.seed))[:self.n_concept]
             ids = ids[pick.sort().values]
-        return self._vectors(context, channel, ids).mean(0)
+        return ids
+
+    def _concept_mean(self, context: Context, channel: int, concept) -> Tensor:
+        return self._vectors(context, channel, self._concept_ids(context, concept)).mean(0)
+
+    def prepare_detection(self, context: Context, targets) -> None:
+        """The attributions :meth:`polysemanticity` reads for every (channel, concept) of
+        ``targets``, grouped by concept: one forward per batch of a concept's images shared by
+        all channels that need it (backwards batched over them), written to the cache.
+        A no-op without a cache or for backends other than ``gradient``."""
+        if context.cache is None or self.backend != "gradient":
+            return
+        by_concept: dict[tuple[int, ...], tuple[Tensor, dict[int, dict]]] = {}
+        for target in targets:
+            for concept in (target.concepts or ())[:2]:
+                try:
+                    check_channel(target.channel, context.stats.num_channels, context.layer)
+                    ids = self._concept_ids(context, concept)
+                except (ValueError, IndexError):
+                    continue
+                spec = self._spec(context, target.channel, ids)
+                if not context.cache.path("pure_attributions", spec).exists():
+                    by_concept.setdefault(tuple(ids.tolist()), (ids, {}))[1][target.channel] = spec
+        for ids, specs in by_concept.values():
+            channels = sorted(specs)
+            rows = []
+            for start in range(0, ids.numel(), context.batch_size):
+                images = context.fit.images(ids[start:start + context.batch_size]).to(context.device)
+                rows.append(neuron_attributions(context.model, context.layer, self.lower_layer, images, channels,
+                                                normalize=self.normalize).double().cpu())
+            vectors = torch.cat(rows, dim=1)
+            for g, channel in enumerate(channels):
+                context.cache.save("pure_attributions", specs[channel], {"r": vectors[g]})
