@@ -3,12 +3,15 @@
 Figures: images/s of a bare forward+backward pass (true-class logit, gradients of every
 parameter, as in training without the optimiser step) and of the capture pass over the same
 images, their ratio (the capture "overhead"), the bytes of the cached statistics for N and
-N/2 images (streaming: independent of N), PURE-style per-neuron attributions batched over
-neurons vs a neuron-by-neuron loop, per-method fit time per target, per-metric time, wall
-time, peak RAM (and peak GPU memory on CUDA).
+N/2 images (streaming: independent of N), PURE's per-neuron attributions batched over
+neurons vs the lean per-neuron loop (one forward + one plain backward per neuron) and
+``Pure.fit`` of one neuron vs that loop, ARV surgery seconds per pair (fit with rho tuning +
+activation ratios), per-method fit time per target, per-metric time, wall time, peak RAM
+(and peak GPU memory on CUDA: ``--device cuda``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import time
@@ -23,14 +26,15 @@ from benchmark.capture import CaptureSpec, capture
 from benchmark.config import RunConfig
 from benchmark.datasets import Subset
 from benchmark.environment import Environment
+from benchmark.memo import memoized
 from benchmark.registry import METHODS, METRICS
 from benchmark.runner import resolve
 from benchmark.tracks import TRACKS
-from benchmark.types import NotApplicable
+from benchmark.types import NotApplicable, Target
 
 FIELDS = ("model", "layer", "dataset", "images", "device", "bare_images_per_s", "capture_images_per_s",
           "capture_overhead", "stats_bytes_n", "stats_bytes_half_n", "attribution_batched_s",
-          "attribution_loop_s", "attribution_speedup", "method_fit_s", "metric_s", "wall_s", "peak_ram_mb",
+          "attribution_loop_s", "attribution_speedup", "attribution_rate", "method_fit_s", "metric_s", "wall_s", "peak_ram_mb",
           "peak_gpu_mb")
 
 
@@ -58,23 +62,83 @@ def _stats_bytes(stats) -> int:
     return sum(t.numel() * t.element_size() for t in stats.to_tensors().values())
 
 
-def attribution_speed(context, n_images: int = 100, n_neurons: int = 64) -> dict[str, float]:
-    """PURE's per-neuron attributions of ``n_images`` references (PURE: n_ref = 100) for
-    ``n_neurons`` neurons, batched over neurons vs one neuron per backward."""
-    from benchmark.attribution import neuron_attributions, neuron_attributions_loop
+def _best(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
+    """Best-of-``repeats`` seconds (the first call of a path pays one-off warm-up costs)."""
+    return min(_timed(fn, device)[0] for _ in range(repeats))
 
-    images = context.fit.images(range(min(n_images, len(context.fit)))).to(context.device)
-    channels = list(range(min(n_neurons, context.stats.num_channels)))
-    args = (context.model, context.layer, None, images, channels)
-    # best of three each: the first call of either pays one-off warm-up costs
-    batched = min(_timed(lambda: neuron_attributions(*args), context.device)[0] for _ in range(3))
-    loop = min(_timed(lambda: neuron_attributions_loop(*args), context.device)[0] for _ in range(3))
-    return {"attribution_batched_s": batched, "attribution_loop_s": loop, "attribution_speedup": loop / batched,
-            "attribution_shape": f"{len(channels)} neurons x {len(images)} images"}
+
+def attribution_speed(context, n_images: int = 100, n_neurons: int = 64, layer: str | None = None,
+                      lower_layer: str | None = None) -> dict[str, Any]:
+    """PURE's per-neuron attributions of ``n_images`` references (PURE: n_ref = 100) for
+    ``n_neurons`` neurons of ``layer`` (default: the context's) read at ``lower_layer``:
+    batched (one forward per batch shared by all neurons, backwards batched over them) vs
+    the lean per-neuron loop (one forward and one plain backward per neuron, as the
+    authors' loop), and ``Pure.fit`` of ONE neuron (attributions of its references + k-means,
+    no cache) vs the lean loop's attributions of that neuron's references."""
+    from benchmark.attribution import neuron_attributions, neuron_attributions_loop
+    from benchmark.layers import layer_activations
+    from methods.pure import Pure, top_max_references
+
+    layer = layer or context.layer
+    n = min(n_images, len(context.fit))
+    images = context.fit.images(range(n)).to(context.device)
+    with torch.no_grad():
+        width = layer_activations(context.model, layer, images[:1]).shape[1]
+    channels = list(range(min(n_neurons, width)))
+    args = (context.model, layer, lower_layer, images, channels)
+    batched = _best(lambda: neuron_attributions(*args), context.device)
+    lean = _best(lambda: neuron_attributions_loop(*args), context.device)
+    out = {"attribution_batched_s": batched, "attribution_loop_s": lean, "attribution_speedup": lean / batched,
+           "attribution_shape": f"{len(channels)} neurons x {n} images, {layer} over "
+                                f"{lower_layer or 'its input'}",
+           "attribution_rate": len(channels) * n / batched}
+    if layer == context.layer and context.stats.top_max_ids.shape[1] >= 3:
+        n_ref = min(n_images, int(context.stats.top_max_ids.shape[1]))
+        pure = Pure(k=2, n_ref=n_ref, lower_layer=lower_layer)
+        channel = int(context.stats.top_max_values[:, 0].argmax())
+        ctx = dataclasses.replace(context, cache=None)
+        ids, _ = top_max_references(ctx, channel, n_ref)
+        refs = ctx.fit.images(ids).to(context.device)
+        out["pure_fit_one_s"] = _best(lambda: pure.fit(ctx, Target(ctx.model_name, layer, channel)), context.device)
+        out["lean_one_s"] = _best(lambda: neuron_attributions_loop(ctx.model, layer, lower_layer, refs, [channel]),
+                                  context.device)
+        out["pure_fit_one_shape"] = f"channel {channel}, {n_ref} references"
+    return out
+
+
+def arv_pair_time(env: Environment, config: RunConfig) -> dict[str, Any]:
+    """Seconds per pairs-track target of ARV surgery: fit (ARVs, closed-form rho tuning on
+    every fit image of the two concepts, surgery, references) + activation ratios."""
+    if "arv_surgery" not in METHODS.names() or not config.tracks.pairs.enabled:
+        return {}
+    plan = TRACKS["pairs"](env, config)
+    method = resolve(METHODS, ["arv_surgery"], dict(config.method_params))[0].instance
+    ratio = resolve(METRICS, ["activation_ratio"], dict(config.metric_params))[0].instance
+    times, cpu = [], []
+    for target in plan.targets[:2]:
+        def run():
+            split = memoized(method.fit(plan.context, target))
+            try:
+                ratio.score(split, plan.context)
+            except NotApplicable:
+                pass
+        c0 = time.process_time()
+        try:
+            times.append(_timed(run, env.device)[0])
+        except NotApplicable:
+            continue
+        cpu.append(time.process_time() - c0)
+    if not times:
+        return {}
+    concepts = plan.targets[0].concepts or ()
+    per_concept = [len(plan.context.fit.indices_of(list(c))) for c in concepts]
+    return {"arv_pair_s": sum(times) / len(times), "arv_pair_cpu_s": sum(cpu) / len(cpu),
+            "arv_pairs_timed": len(times), "arv_fit_images": per_concept}
 
 
 def bench(config: RunConfig, images: int = 512, progress: bool = True, attribution_images: int = 100,
-          attribution_neurons: int = 64) -> dict[str, Any]:
+          attribution_neurons: int = 64, attribution_layer: str | None = None,
+          attribution_lower: str | None = None) -> dict[str, Any]:
     """Measure everything listed in the module docstring for ``config``."""
     import tempfile
 
@@ -96,7 +160,9 @@ def bench(config: RunConfig, images: int = 512, progress: bool = True, attributi
     report.update(bare_images_per_s=n / bare, capture_images_per_s=n / cap_s, capture_overhead=cap_s / bare,
                   stats_bytes_n=_stats_bytes(stats), stats_bytes_half_n=_stats_bytes(half_stats))
     context = env.context(layer)
-    report.update(attribution_speed(context, attribution_images, attribution_neurons))
+    report.update(attribution_speed(context, attribution_images, attribution_neurons, attribution_layer,
+                                    attribution_lower))
+    report.update(arv_pair_time(env, config))
     report.update(_method_and_metric_times(env, config))
     report["wall_s"] = time.perf_counter() - start
     report["peak_ram_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -141,8 +207,16 @@ def format_report(report: dict[str, Any]) -> str:
              f"  cached stats, N images  {report['stats_bytes_n']:10d} bytes",
              f"  cached stats, N/2       {report['stats_bytes_half_n']:10d} bytes (streaming: equal)",
              f"  attributions batched    {report['attribution_batched_s']:10.3f} s ({report['attribution_shape']})",
-             f"  attributions loop       {report['attribution_loop_s']:10.3f} s",
-             f"  attribution speed-up    {report['attribution_speedup']:10.1f} x (target >= 5)"]
+             f"  attributions lean loop  {report['attribution_loop_s']:10.3f} s (one forward + one backward per neuron)",
+             f"  attribution speed-up    {report['attribution_speedup']:10.1f} x batched vs lean (target >= 5)",
+             f"  attribution rate        {report['attribution_rate']:10.1f} neuron-images/s (batched)"]
+    if "pure_fit_one_s" in report:
+        lines += [f"  Pure.fit, one neuron    {report['pure_fit_one_s']:10.3f} s ({report['pure_fit_one_shape']}; k-means included)",
+                  f"  lean loop, one neuron   {report['lean_one_s']:10.3f} s (its references' attributions only)"]
+    if "arv_pair_s" in report:
+        lines.append(f"  ARV surgery per pair    {report['arv_pair_s']:10.3f} s (fit + rho tuning + ratios; "
+                     f"{report['arv_fit_images']} fit images per concept; target < 8 on bench_resnet50; "
+                     f"CPU time {report['arv_pair_cpu_s']:.1f} s)")
     for name, s in report["method_fit_s"].items():
         lines.append(f"  fit {name:<20} {s:10.3f} s/target")
     for name, s in report["metric_s"].items():

@@ -255,6 +255,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, default=512, help="images for the throughput passes")
     p.add_argument("--attr-images", type=int, default=100, help="references for the attribution timing (PURE: 100)")
     p.add_argument("--attr-neurons", type=int, default=64, help="neurons for the attribution timing")
+    p.add_argument("--attr-layer", help="layer whose neurons are attributed (default: the config's layer)")
+    p.add_argument("--attr-lower", help="lower layer whose output is attributed (default: the layer's input)")
     p.add_argument("--json", dest="json_path", help="also write the figures as JSON to this file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--device", help="cpu or cuda")
@@ -270,7 +272,8 @@ def _bench(args: argparse.Namespace) -> int:
     if args.device:
         overrides["device"] = args.device
     report = bench(load_config(args.config, overrides), images=args.images,
-                   attribution_images=args.attr_images, attribution_neurons=args.attr_neurons)
+                   attribution_images=args.attr_images, attribution_neurons=args.attr_neurons,
+                   attribution_layer=args.attr_layer, attribution_lower=args.attr_lower)
     print(format_report(report))
     if args.json_path:
         write_report(report, Path(args.json_path))

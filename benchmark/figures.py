@@ -10,6 +10,9 @@ and results by the pure functions of :mod:`benchmark.plots`:
   clustered (when its split exposes ``info["features"]`` and ``info["clusters"]``);
 * ``reference_crops_<target>``: each method's virtual neurons shown by their top reference
   images, cropped to the receptive field (:mod:`benchmark.reference_crops`).
+
+The fvis grid and the embeddings reuse the run's splits of the first target instead of
+fitting the methods again.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import pandas as pd
 import torch
 
 from benchmark import plots
+from benchmark.budget import StageTimer
 from benchmark.traces import load_trace
 from benchmark.types import NotApplicable
 
@@ -28,9 +32,15 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def write_figures(out: Path, results: pd.DataFrame, plans, methods, env) -> list[Path]:
+def write_figures(out: Path, results: pd.DataFrame, plans, methods, env, splits: dict | None = None,
+                  timer: StageTimer | None = None) -> list[Path]:
+    """Every figure of the module docstring. ``splits[(track, method)]``: the splits of the
+    first target of a track already fitted by the run (refitted only when absent, e.g. after
+    a resumed run); ``timer`` records ``figure/<name>`` seconds."""
     if not env.config.figures.enabled:
         return []
+    timer = timer or StageTimer()
+    fitted = _Fitted(splits or {})
     fig_dir = out / "figures"
     traces = [load_trace(p) for p in sorted((out / "traces").glob("*.pt"))]
     by_key = {(t["meta"]["track"], t["meta"]["method"], t["meta"]["target"]): t for t in traces}
@@ -43,10 +53,12 @@ def write_figures(out: Path, results: pd.DataFrame, plans, methods, env) -> list
         for m in methods:
             trace = by_key.get(("pairs", m.name, first))
             if trace is not None and trace["meta"]["concepts"]:
-                written += plots.density_plot(trace["orig"], trace["virtual"], trace["labels"],
-                                              list(trace["meta"]["concepts"]), class_names,
-                                              fig_dir / f"density_{_slug(m.name)}")
-        written += _fvis_grid(fig_dir, pairs, methods, env.config.figures)
+                with timer("figure", "density"):
+                    written += plots.density_plot(trace["orig"], trace["virtual"], trace["labels"],
+                                                  list(trace["meta"]["concepts"]), class_names,
+                                                  fig_dir / f"density_{_slug(m.name)}")
+        with timer("figure", "fvis_grid"):
+            written += _fvis_grid(fig_dir, pairs, methods, env.config.figures, fitted)
     planted = plans_by_track.get("planted")
     if planted is not None and planted.targets:
         first = planted.targets[0].key
@@ -54,15 +66,19 @@ def write_figures(out: Path, results: pd.DataFrame, plans, methods, env) -> list
             trace = by_key.get(("planted", m.name, first))
             if trace is not None and "parts" in trace:
                 matching = _best_matching(trace["parts"], trace["virtual"])
-                written += plots.recovery_scatter(trace["parts"], trace["virtual"], matching,
-                                                  fig_dir / f"recovery_{_slug(m.name)}")
-    written += _gamma_sweep(fig_dir, results)
+                with timer("figure", "recovery"):
+                    written += plots.recovery_scatter(trace["parts"], trace["virtual"], matching,
+                                                      fig_dir / f"recovery_{_slug(m.name)}")
+    with timer("figure", "gamma_sweep"):
+        written += _gamma_sweep(fig_dir, results)
     layer = plans_by_track.get("layer")
     if layer is not None and layer.targets:
-        written += _attribution_embeddings(fig_dir, layer, methods)
-    from benchmark.reference_crops import reference_crop_figures
+        with timer("figure", "attributions"):
+            written += _attribution_embeddings(fig_dir, layer, methods, fitted)
+    with timer("figure", "reference_crops"):
+        from benchmark.reference_crops import reference_crop_figures
 
-    written += reference_crop_figures(fig_dir, plans_by_track, methods)
+        written += reference_crop_figures(fig_dir, plans_by_track, methods)
     return written
 
 
@@ -89,7 +105,20 @@ def _gamma_sweep(fig_dir: Path, results: pd.DataFrame) -> list[Path]:
     return plots.gamma_sweep(table[["method", "gamma", "precision", "recall"]], fig_dir / "gamma_sweep")
 
 
-def _fvis_grid(fig_dir: Path, plan, methods, figures) -> list[Path]:
+class _Fitted:
+    """The run's splits of a track's first target, refitting only what is missing."""
+
+    def __init__(self, splits: dict):
+        self.splits = splits
+
+    def get(self, plan, method):
+        split = self.splits.get((plan.track, method.name))
+        if split is None or split.target != plan.targets[0]:
+            split = method.instance.fit(plan.context, plan.targets[0])  # may raise NotApplicable
+        return split
+
+
+def _fvis_grid(fig_dir: Path, plan, methods, figures, fitted: _Fitted) -> list[Path]:
     from benchmark.fvis._objectives import channel_objective, split_objective
     from benchmark.registry import FEATURE_VIS
 
@@ -103,19 +132,19 @@ def _fvis_grid(fig_dir: Path, plan, methods, figures) -> list[Path]:
                                          normalize).images}
     for m in methods:
         try:
-            split = m.instance.fit(context, target)
+            split = fitted.get(plan, m)
         except NotApplicable:
             continue
         images[m.name] = backend.render(split_objective(split), split.k, normalize).images
     return plots.fvis_grid(images, fig_dir / "fvis_grid", title=f"{target.key} ({figures.fvis_backend})")
 
 
-def _attribution_embeddings(fig_dir: Path, plan, methods) -> list[Path]:
+def _attribution_embeddings(fig_dir: Path, plan, methods, fitted: _Fitted) -> list[Path]:
     written = []
     target = plan.targets[0]
     for m in methods:
         try:
-            split = m.instance.fit(plan.context, target)
+            split = fitted.get(plan, m)
         except NotApplicable:
             continue
         info = split.info

@@ -22,9 +22,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.budget import StageTimer, prepare_units
 from benchmark.cache import Cache, atomic_write, atomic_write_text, canonical_json
 from benchmark.config import ConfigError, RunConfig
 from benchmark.environment import Environment
+from benchmark.memo import memoized
 from benchmark.registry import METHODS, METRICS, Registry, hyperparameters
 from benchmark.preflight import check_environment, check_param_types, check_plugins
 from benchmark.run_folder import RunDirectoryError, RunFolder  # noqa: F401 (RunDirectoryError: re-exported)
@@ -97,6 +99,8 @@ class Runner:
         self.work = self.out
         self.keys: list[str] = []
         self.timings: dict[str, float] = {}
+        self.timer = StageTimer(self.timings)
+        self.kept_splits: dict[tuple[str, str], Split] = {}  # first target's split per (track, method): figures
 
     # -- execution -----------------------------------------------------------------------
     def run(self) -> Path:
@@ -122,8 +126,10 @@ class Runner:
                  for target in (plan.targets if plan.kind == "split" else (None,))]
         t0 = time.perf_counter()
         self.keys = [self._key(plan, method, target) for plan, method, target in units]
+        prepare_units(units, self._unit_done, self.timer)
         for plan, method, target in tqdm(units, desc="benchmark", unit="unit", disable=not self.progress):
-            self._run_unit(plan, method, target)
+            with self.timer("units", plan.track):
+                self._run_unit(plan, method, target)
         self.timings["units_s"] = time.perf_counter() - t0
         self.folder.remove_stale(self.keys)  # parts of other identities or units: never mixed in
         results = self.assemble(self.keys)
@@ -137,9 +143,15 @@ class Runner:
         return self.folder.part_key(unit_id(plan.track, method.name, method.params_json,
                                             target.key if target else "*"))
 
+    def _part(self, plan: TrackPlan, method: Plugin, target: Target | None) -> Path:
+        return self.work / "parts" / f"{self._key(plan, method, target)}.csv"
+
+    def _unit_done(self, plan: TrackPlan, method: Plugin, target: Target | None) -> bool:
+        return self._part(plan, method, target).exists()
+
     def _run_unit(self, plan: TrackPlan, method: Plugin, target: Target | None) -> None:
-        key = self._key(plan, method, target)
-        part = self.work / "parts" / f"{key}.csv"
+        part = self._part(plan, method, target)
+        key = part.stem
         if part.exists():
             return
         torch.manual_seed(self.config.seed)
@@ -173,20 +185,25 @@ class Runner:
     def _split_rows(self, plan: TrackPlan, method: Plugin, target: Target, key: str) -> list[dict]:
         metrics = [m for m in self.metrics if m.instance.scope == "split"]
         try:
-            split = method.instance.fit(plan.context, target)
+            with self.timer("fit", method.name):
+                split = memoized(method.instance.fit(plan.context, target))  # metrics + trace share activations
         except NotApplicable as why:
             return [r for m in metrics for r in self._not_applicable(plan, method, target.key, m, str(why))]
+        if target == plan.targets[0]:
+            self.kept_splits[(plan.track, method.name)] = split
         rows = []
         for metric in metrics:
             try:
-                values = metric.instance.score(split, plan.context)
+                with self.timer("metric", metric.label):
+                    values = metric.instance.score(split, plan.context)
             except NotApplicable as why:
                 rows += self._not_applicable(plan, method, target.key, metric, str(why))
                 continue
             rows += self._value_rows(plan, method, target.key, metric, values)
         from benchmark.traces import save_trace
 
-        save_trace(self.work / "traces" / f"{key}.pt", split, plan)
+        with self.timer("trace"):
+            save_trace(self.work / "traces" / f"{key}.pt", split, plan)
         return rows
 
     def _detection_rows(self, plan: TrackPlan, method: Plugin, _target: None, key: str) -> list[dict]:
@@ -256,5 +273,5 @@ class Runner:
 
         write_meta_evaluation(results, self.work, seed=self.config.seed)
         self.folder.clear_figures()
-        write_figures(self.work, results, plans, self.methods, env)
+        write_figures(self.work, results, plans, self.methods, env, splits=self.kept_splits, timer=self.timer)
         self.timings["render_s"] = time.perf_counter() - t0

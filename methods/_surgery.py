@@ -19,6 +19,14 @@ rho objective (the reference's, generalised): with P_i(x) = sum_hw max(d_i(x), 0
 ``sum_i mean_{x in concept i} P_i / (max_{l != i} P_l + 1e-5)``; for k = 2 this is
 mean_{t1} P1/(P2+1e-5) + mean_{t2} P2/(P1+1e-5). The first rho of the grid reaching the
 maximum wins (Python's ``max`` over the reference's dict does the same).
+
+Tuning cost: the reference rewrites the model and runs the concept images through it once
+per grid value (20 network passes; kept here as :func:`tune_rho_by_forward`). A conv's
+output is linear in its weights, so :class:`GridEvaluator` reads the layer input of every
+image ONCE and gets d_1..d_k of every distinct partition of the grid from a single conv call
+over the stacked masked filters (a masked matmul for a 1x1 conv); the objective sums and
+the reference images' peaks are accumulated batch by batch, so every fit image of the
+concepts can be used without holding their maps in memory.
 """
 from __future__ import annotations
 
@@ -147,15 +155,114 @@ def rho_objective(masses: Sequence[Tensor]) -> float:
     return total
 
 
+def grid_partitions(arvs_kc: Tensor, grid: Sequence[float]) -> tuple[Tensor, list[int]]:
+    """The distinct partitions (U, C_in) over ``grid`` (in order of first appearance) and, for
+    each grid value, the index of its partition (many rho values give the same sets)."""
+    owners: list[Tensor] = []
+    index: list[int] = []
+    for rho in grid:
+        owner = partition(arvs_kc, float(rho))
+        for u, seen in enumerate(owners):
+            if torch.equal(seen, owner):
+                index.append(u)
+                break
+        else:
+            owners.append(owner)
+            index.append(len(owners) - 1)
+    return torch.stack(owners), index
+
+
+class GridEvaluator:
+    """Evaluates every partition of a rho grid at once from a conv's layer input.
+
+    A conv's output is linear in its weights, so d_i under partition u is
+    ``conv(x, W_c * keep_ui)``: ONE conv call over the stacked masked filters (U * k output
+    channels; for a 1x1 stride-1 conv this is a single masked matmul) gives every virtual
+    neuron of every grid value, without running the network again per rho. Per concept i it
+    accumulates the objective's sums ``sum_x P_i / (max_{l != i} P_l + eps)`` and keeps
+    the peak (max spatial value) of d_i on every image (for the reference images).
+    """
+
+    def __init__(self, conv: nn.Conv2d, channel: int, arvs_kc: Tensor, grid: Sequence[float] = RHO_GRID):
+        self.grid = tuple(float(r) for r in grid)
+        if not self.grid:
+            raise ValueError("the rho grid is empty")
+        self.conv, self.k = conv, int(arvs_kc.shape[0])
+        self.owners, self.index = grid_partitions(arvs_kc, self.grid)
+        U = self.owners.shape[0]
+        weights = [virtual_weights(conv, channel, owner, self.k) for owner in self.owners]
+        self.weight = torch.cat([w[:self.k] for w, _ in weights])  # (U*k, C_in, kh, kw): d only
+        self.bias = None if conv.bias is None else torch.cat([b[:self.k] for _, b in weights])
+        self.sums = torch.zeros(self.k, U, dtype=torch.float64)
+        self.counts = [0] * self.k
+        self.peaks: list[list[Tensor]] = [[] for _ in range(self.k)]
+
+    def virtual(self, x: Tensor) -> Tensor:
+        """(N, U, k, H, W): d_1..d_k of every distinct partition for layer inputs ``x``."""
+        with torch.no_grad():
+            d = self.conv._conv_forward(x, self.weight.to(x.device, x.dtype),
+                                        None if self.bias is None else self.bias.to(x.device, x.dtype))
+        return d.view(d.shape[0], -1, self.k, *d.shape[2:])
+
+    def add(self, concept: int, x: Tensor) -> None:
+        """Accumulates a batch ``x`` (N, C_in, H, W) of layer inputs of concept ``concept``'s images."""
+        d = self.virtual(x)
+        mass = d.clamp(min=0).flatten(3).sum(-1).double()  # (N, U, k)
+        i = concept
+        others = torch.cat([mass[..., :i], mass[..., i + 1:]], dim=-1).amax(-1)
+        self.sums[i] += (mass[..., i] / (others + EPS)).sum(0).cpu()
+        self.counts[i] += int(x.shape[0])
+        self.peaks[i].append(d[:, :, i].flatten(2).amax(-1).double().cpu())  # (N, U)
+
+    def scores(self) -> dict[float, float]:
+        """The objective of every grid value (needs images of every concept)."""
+        if min(self.counts) == 0:
+            raise ValueError(f"rho tuning needs images of every concept; counts per concept: {self.counts}")
+        per_u = (self.sums / torch.tensor(self.counts, dtype=torch.float64)[:, None]).sum(0)
+        return {rho: float(per_u[u]) for rho, u in zip(self.grid, self.index)}
+
+    def best(self) -> tuple[float, dict[float, float]]:
+        """The grid rho maximising the objective (first maximum in grid order) and all scores."""
+        scores = self.scores()
+        return max(scores, key=scores.get), scores
+
+    def owner(self, rho: float) -> Tensor:
+        return self.owners[self.index[self.grid.index(float(rho))]]
+
+    def peak(self, concept: int, rho: float) -> Tensor:
+        """(N_i,) max spatial value of d_i under ``rho`` on the images added for ``concept``."""
+        u = self.index[self.grid.index(float(rho))]
+        return torch.cat(self.peaks[concept])[:, u]
+
+
 def tune_rho(conv: nn.Conv2d, channel: int, arvs_kc: Tensor, inputs: Sequence[Tensor],
              grid: Sequence[float] = RHO_GRID) -> tuple[float, dict[float, float]]:
     """The grid rho maximising :func:`rho_objective` on the layer inputs ``inputs[i]``
-    (N_i, C_in, H, W) of concept i's images, and the objective of every grid value."""
+    (N_i, C_in, H, W) of concept i's images, and the objective of every grid value
+    (closed form: :class:`GridEvaluator`)."""
+    evaluator = GridEvaluator(conv, channel, arvs_kc, grid)
+    for i, x in enumerate(inputs):
+        evaluator.add(i, x)
+    return evaluator.best()
+
+
+def tune_rho_by_forward(model: nn.Module, layer: str, channel: int, arvs_kc: Tensor,
+                        images: Sequence[Tensor], grid: Sequence[float] = RHO_GRID
+                        ) -> tuple[float, dict[float, float]]:
+    """The authors' procedure, kept as the reference: for every rho, rewrite the model and run
+    ``images[i]`` (concept i's images) through it to read d_1..d_k. Same result as
+    :func:`tune_rho` (up to float rounding), one network forward per rho and batch."""
+    from benchmark.layers import layer_activations
+
     k = arvs_kc.shape[0]
     scores: dict[float, float] = {}
     with torch.no_grad():
         for rho in grid:
-            vconv = virtual_conv(conv, channel, partition(arvs_kc, rho), k)
-            scores[float(rho)] = rho_objective([positive_mass(vconv(x)[:, :k]) for x in inputs])
-    best = max(scores, key=scores.get)  # first maximum in grid order
+            owner = partition(arvs_kc, float(rho))
+            rewritten = disentangle_model(model, layer, channel, owner, k)
+            module = rewritten.get_submodule(layer)
+            slots = module.virtual_slots()
+            masses = [positive_mass(layer_activations(rewritten, f"{layer}.expanded", x)[:, slots]) for x in images]
+            scores[float(rho)] = rho_objective(masses)
+    best = max(scores, key=scores.get)
     return best, scores

@@ -5,14 +5,17 @@ concepts (:mod:`benchmark.relevance`, step 2) assign each input channel to one c
 the shared set, and the conv is rewritten so that virtual neuron d_i keeps its concept's and
 the shared input weights; ``z_c = sum_i d_i - (k-1) * res`` exactly, so the rewritten model
 has the original logits (:mod:`methods._surgery`, step 3). rho is tuned on the reference's
-grid with its objective unless given.
+grid with its objective unless given, on every fit image of the concepts (as the reference),
+in closed form from one pass up to the layer input (:class:`methods._surgery.GridEvaluator`),
+which also ranks the reference images; the split's virtual neurons and residual share one
+forward of the rewritten layer per image.
 
 Follows the authors' code (disentangle_channel.py, get_cosine_similarities.py), with these
 differences: any Conv2d (kernel, stride, padding, dilation, bias; the reference hard-codes a
 1x1 conv without bias), k >= 2 concepts in one pass, concepts that are class SETS (the
 reference asserts one class per concept), ARVs in float64 (the reference averages float16
-vectors), rho tuned on at most ``max_tune_images`` seeded-random fit images per concept
-(None: all, as in the reference), and an arithmetic merge instead of a dense 1x1 merge conv
+vectors), ``max_tune_images`` may cap the fit images per concept used for tuning (seeded
+random; default None = all, as in the reference), and an arithmetic merge instead of a dense 1x1 merge conv
 (same linear map; see :mod:`methods._surgery`).
 """
 from __future__ import annotations
@@ -24,11 +27,11 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.layers import check_channel, get_layer, layer_activations
+from benchmark.memo import ImageMemo
 from benchmark.registry import METHODS
 from benchmark.relevance import arv_cosine, concept_arvs
 from benchmark.types import Context, NotApplicable, Split, Target
-from methods._surgery import (RHO_GRID, SHARED, DisentangledConv, disentangle_model, partition, tune_rho,
-                              virtual_conv)
+from methods._surgery import RHO_GRID, SHARED, DisentangledConv, GridEvaluator, disentangle_model
 
 NAME = "arv_surgery"
 
@@ -52,7 +55,7 @@ class ARVSurgery:
     p: float = 0.75
     gamma: float = 0.5
     rho: float | None = None
-    max_tune_images: int | None = 64
+    max_tune_images: int | None = None
     num_references: int | None = None
 
     def __post_init__(self) -> None:
@@ -91,16 +94,16 @@ class ARVSurgery:
                                   context.stats, context.batch_size, context.device)
         info: dict = {"arv_path": path}
         all_ids = [context.fit.indices_of(list(c)).tolist() for c in concepts]
-        cached: dict[int, Tensor] = {}  # concept -> layer inputs of ALL its fit images
         if self.rho is None:
             tune_ids = [self._tune_ids(ids, context.seed, i) for i, ids in enumerate(all_ids)]
-            inputs = [_layer_inputs(context, target.layer, ids) for ids in tune_ids]
-            cached = {i: x for i, x in enumerate(inputs) if len(tune_ids[i]) == len(all_ids[i])}
-            rho, scores = tune_rho(conv, target.channel, arvs, inputs)
+            tuner = _evaluate(context, conv, target, arvs, tune_ids, RHO_GRID)
+            rho, scores = tuner.best()
             info["objective"] = scores
         else:
-            rho = float(self.rho)
-        owner = partition(arvs, rho)
+            rho, tune_ids, tuner = float(self.rho), None, None
+        if tune_ids != all_ids:  # references are ranked over ALL fit images of each concept
+            tuner = _evaluate(context, conv, target, arvs, all_ids, (rho,))
+        owner = tuner.owner(rho)
         model = disentangle_model(context.model, target.layer, target.channel, owner, k)
         module = model.get_submodule(target.layer)
         assert isinstance(module, DisentangledConv)
@@ -111,9 +114,7 @@ class ARVSurgery:
             cosines=tuple(_safe_cosine(arvs[i], arvs[j]) for i in range(k) for j in range(i + 1, k)),
         )
         n_ref = self.num_references or int(context.stats.top_max_ids.shape[1])
-        vconv = virtual_conv(conv, target.channel, owner, k)
-        refs = tuple(_references(context, target.layer, vconv, i, ids, cached.get(i), n_ref)
-                     for i, ids in enumerate(all_ids))
+        refs = tuple(_references(tuner.peak(i, rho), ids, n_ref) for i, ids in enumerate(all_ids))
         return Split(target=target, method=NAME, k=k, recomposition="surgery", virtual_fn=virtual_fn,
                      residual_fn=residual_fn, reference_ids=refs, concepts=concepts, model=model, info=info)
 
@@ -126,37 +127,38 @@ class ARVSurgery:
         return sorted(ids[j] for j in torch.randperm(len(ids), generator=g)[:n].tolist())
 
 
-def _layer_inputs(context: Context, layer: str, ids: Sequence[int]) -> Tensor:
-    parts = []
+def _evaluate(context: Context, conv: nn.Conv2d, target: Target, arvs: Tensor, ids: Sequence[Sequence[int]],
+              grid: Sequence[float]) -> GridEvaluator:
+    """One no-grad pass over the fit images ``ids[i]`` of each concept, up to the layer input
+    only; every rho of ``grid`` is evaluated from those maps (:class:`GridEvaluator`)."""
+    tuner = GridEvaluator(conv, target.channel, arvs, grid)
     with torch.no_grad():
-        for start in range(0, len(ids), context.batch_size):
-            images = context.fit.images(ids[start:start + context.batch_size]).to(context.device)
-            parts.append(layer_activations(context.model, layer, images, side="input"))
-    return torch.cat(parts)
+        for i, concept_ids in enumerate(ids):
+            for start in range(0, len(concept_ids), context.batch_size):
+                images = context.fit.images(concept_ids[start:start + context.batch_size]).to(context.device)
+                tuner.add(i, layer_activations(context.model, target.layer, images, side="input"))
+    return tuner
 
 
-def _references(context: Context, layer: str, vconv: nn.Conv2d, i: int, ids: list[int],
-                inputs: Tensor | None, n_ref: int) -> tuple[int, ...]:
-    """Concept i's fit images (``ids``, ascending) with the largest max spatial activation of
-    d_i, ties to the smaller index; ``inputs`` are their layer inputs when already computed."""
-    peaks = []
-    with torch.no_grad():
-        for start in range(0, len(ids), context.batch_size):
-            x = (inputs[start:start + context.batch_size] if inputs is not None
-                 else _layer_inputs(context, layer, ids[start:start + context.batch_size]))
-            peaks.append(vconv(x)[:, i].flatten(1).amax(1).double().cpu())
-    order = torch.argsort(-torch.cat(peaks), stable=True)[:n_ref]
+def _references(peaks: Tensor, ids: list[int], n_ref: int) -> tuple[int, ...]:
+    """The ``n_ref`` images of ``ids`` (ascending) with the largest max spatial activation of
+    their virtual neuron (``peaks``, aligned with ``ids``), ties to the smaller index."""
+    order = torch.argsort(-peaks, stable=True)[:n_ref]
     return tuple(ids[j] for j in order.tolist())
 
 
 def _split_fns(model: nn.Module, layer: str, module: DisentangledConv):
-    slots, res_slot, path = module.virtual_slots(), module.out_channels + module.k - 1, f"{layer}.expanded"
+    """virtual and residual functions sharing ONE forward of the rewritten layer per image
+    (:class:`benchmark.memo.ImageMemo`: the metrics ask for both on the same images)."""
+    slots, path = module.virtual_slots() + [module.out_channels + module.k - 1], f"{layer}.expanded"
+    k = module.k
+    both = ImageMemo(lambda images: layer_activations(model, path, images)[:, slots])
 
     def virtual(images: Tensor) -> Tensor:
-        return layer_activations(model, path, images)[:, slots]
+        return both(images)[:, :k]
 
     def residual(images: Tensor) -> Tensor:
-        return layer_activations(model, path, images)[:, res_slot]
+        return both(images)[:, k]
 
     return virtual, residual
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.attribution import BACKENDS, neuron_attributions
+from benchmark.attribution import BACKENDS, neuron_attributions, reference_attributions
 from benchmark.cache import model_fingerprint
 from benchmark.layers import check_channel, eval_mode, layer_activations
 from benchmark.registry import METHODS
@@ -159,15 +159,43 @@ class Pure:
                              "the cached statistics (reference samples) describe the context's layer only")
         check_channel(channel, context.stats.num_channels, context.layer)
 
+    def _spec(self, context: Context, channel: int, ids: Tensor) -> dict:
+        return {"model": model_fingerprint(context.model), "dataset": context.fit.fingerprint,
+                "layer": context.layer, "lower_layer": self.lower_layer, "channel": int(channel),
+                "ids": [int(i) for i in ids], "backend": self.backend, "normalize": self.normalize}
+
     def _vectors(self, context: Context, channel: int, ids: Tensor) -> Tensor:
         compute = lambda: {"r": attribution_vectors(context, channel, ids, self.lower_layer,  # noqa: E731
                                                     self.backend, self.normalize)}
         if context.cache is None:
             return compute()["r"]
-        spec = {"model": model_fingerprint(context.model), "dataset": context.fit.fingerprint,
-                "layer": context.layer, "lower_layer": self.lower_layer, "channel": int(channel),
-                "ids": [int(i) for i in ids], "backend": self.backend, "normalize": self.normalize}
-        return context.cache.get_or_compute("pure_attributions", spec, compute)["r"]
+        return context.cache.get_or_compute("pure_attributions", self._spec(context, channel, ids), compute)["r"]
+
+    def prepare(self, context: Context, targets) -> None:
+        """The reference attributions of every target channel at once (one forward per batch
+        of the union of their references, :func:`benchmark.attribution.reference_attributions`),
+        written to the cache that :meth:`fit` reads: same vectors, fewer forwards. A no-op
+        without a cache or for backends other than ``gradient``; channels that :meth:`fit`
+        refuses are left to it."""
+        if context.cache is None or self.backend != "gradient":
+            return
+        todo: dict[int, tuple[Tensor, dict]] = {}
+        for target in targets:
+            try:
+                self._check(context, target.channel, target.layer)
+                ids, values = top_max_references(context, target.channel, self.n_ref)
+            except (ValueError, IndexError):
+                continue
+            spec = self._spec(context, target.channel, ids)
+            if float(values.max()) > 0.0 and not context.cache.path("pure_attributions", spec).exists():
+                todo[target.channel] = (ids, spec)
+        if len(todo) < 2:  # one channel: fit's own single-neuron pass is as cheap
+            return
+        vectors = reference_attributions(context.model, context.layer, self.lower_layer, context.fit,
+                                         {c: ids for c, (ids, _) in todo.items()}, context.batch_size,
+                                         context.device, self.normalize)
+        for channel, (_, spec) in todo.items():
+            context.cache.save("pure_attributions", spec, {"r": vectors[channel].double().cpu()})
 
     def fit(self, context: Context, target: Target) -> Split:
         channel = target.channel
@@ -208,7 +236,7 @@ class Pure:
                                 f"{(concept_a, concept_b)[norms.index(0.0)]}: cosine undefined")
         return float(means[0] @ means[1] / (norms[0] * norms[1]))
 
-    def _concept_mean(self, context: Context, channel: int, concept) -> Tensor:
+    def _concept_ids(self, context: Context, concept) -> Tensor:
         classes = tuple(int(c) for c in (concept if isinstance(concept, (tuple, list)) else (concept,)))
         ids = context.fit.indices_of(classes)
         if ids.numel() == 0:
@@ -216,4 +244,36 @@ class Pure:
         if ids.numel() > self.n_concept:
             pick = torch.randperm(ids.numel(), generator=torch.Generator().manual_seed(self.seed))[:self.n_concept]
             ids = ids[pick.sort().values]
-        return self._vectors(context, channel, ids).mean(0)
+        return ids
+
+    def _concept_mean(self, context: Context, channel: int, concept) -> Tensor:
+        return self._vectors(context, channel, self._concept_ids(context, concept)).mean(0)
+
+    def prepare_detection(self, context: Context, targets) -> None:
+        """The attributions :meth:`polysemanticity` reads for every (channel, concept) of
+        ``targets``, grouped by concept: one forward per batch of a concept's images shared by
+        all channels that need it (backwards batched over them), written to the cache.
+        A no-op without a cache or for backends other than ``gradient``."""
+        if context.cache is None or self.backend != "gradient":
+            return
+        by_concept: dict[tuple[int, ...], tuple[Tensor, dict[int, dict]]] = {}
+        for target in targets:
+            for concept in (target.concepts or ())[:2]:
+                try:
+                    check_channel(target.channel, context.stats.num_channels, context.layer)
+                    ids = self._concept_ids(context, concept)
+                except (ValueError, IndexError):
+                    continue
+                spec = self._spec(context, target.channel, ids)
+                if not context.cache.path("pure_attributions", spec).exists():
+                    by_concept.setdefault(tuple(ids.tolist()), (ids, {}))[1][target.channel] = spec
+        for ids, specs in by_concept.values():
+            channels = sorted(specs)
+            rows = []
+            for start in range(0, ids.numel(), context.batch_size):
+                images = context.fit.images(ids[start:start + context.batch_size]).to(context.device)
+                rows.append(neuron_attributions(context.model, context.layer, self.lower_layer, images, channels,
+                                                normalize=self.normalize).double().cpu())
+            vectors = torch.cat(rows, dim=1)
+            for g, channel in enumerate(channels):
+                context.cache.save("pure_attributions", specs[channel], {"r": vectors[g]})

@@ -198,3 +198,35 @@ def test_skip_connection_across_the_lower_layer_is_reported():
     images = torch.randn(3, 3, 4, 4)
     with pytest.raises(ValueError, match="cuts the network"):
         neuron_attributions(model, "block", "inner", images, [0, 1])
+
+
+def previous_implementation(model, layer, lower, images, channels):
+    """The former gradient path: a reference forward, then the registered backend (vmapped
+    backward over neuron cotangents, a separate forward of the span)."""
+    from benchmark.attribution import _finish, _prepare
+
+    with torch.enable_grad():
+        span, x, z, chans = _prepare(model, layer, lower, images, channels, "gradient")
+        seeds = z[:, chans].clamp(min=0).transpose(0, 1)
+        return _finish(BACKENDS["gradient"](span, x, seeds, chans), True)
+
+
+@pytest.mark.parametrize("layer,lower", [("block2", "block1"), ("block2", None)])
+def test_single_neuron_and_shared_paths_equal_the_previous_implementation(blocks, layer, lower):
+    from benchmark.attribution import reference_attributions
+    from tests.fakes import TensorImages
+
+    model, images = blocks
+    channels = [6, 0, 3]
+    before = previous_implementation(model, layer, lower, images, channels)
+    assert before.abs().sum() > 0
+    for c_i, c in enumerate(channels):  # single-neuron path: one forward, one plain backward
+        torch.testing.assert_close(neuron_attributions(model, layer, lower, images, [c])[0], before[c_i],
+                                   atol=1e-6, rtol=0)
+    torch.testing.assert_close(neuron_attributions(model, layer, lower, images, channels), before, atol=1e-6, rtol=0)
+    # every channel on its own images; one forward per batch of the union, batches of 2
+    data = TensorImages(images, torch.zeros(images.shape[0], dtype=torch.long), 1)
+    own = {6: [0, 2, 4], 0: [1, 2], 3: [3]}
+    shared = reference_attributions(model, layer, lower, data, own, batch_size=2, device="cpu")
+    for c, ids in own.items():
+        torch.testing.assert_close(shared[c], before[channels.index(c), ids], atol=1e-6, rtol=0)

@@ -184,3 +184,42 @@ def test_lower_layer_by_name_equals_the_layer_input():
     by_name = Pure(n_ref=12, lower_layer="act1").fit(ctx, target)  # act1's output is conv2's input
     assert by_input.reference_ids == by_name.reference_ids
     torch.testing.assert_close(by_input.info["features"], by_name.info["features"], atol=1e-6, rtol=0)
+
+
+def test_prepare_computes_every_channel_once_with_the_same_vectors(tmp_path):
+    """One shared pass over the union of the references of several channels (the layer
+    track) gives each channel the vectors its own fit computes."""
+    plain = tiny_context(top_k=12)  # TinyNet conv2: 6 channels over 48 images, batches of 8
+    targets = [Target("tiny", "conv2", c) for c in range(plain.stats.num_channels)]
+    pure = Pure(k=2, n_ref=12)
+    cache = Cache(tmp_path)
+    ctx = dataclasses.replace(plain, cache=cache)
+    pure.prepare(ctx, targets)
+    written = len(list((tmp_path / "pure_attributions").glob("*.safetensors")))
+    assert written >= 2
+    for target in targets:
+        try:
+            want = pure.fit(plain, target)
+        except NotApplicable:
+            continue
+        got = pure.fit(ctx, target)
+        torch.testing.assert_close(got.info["features"], want.info["features"], atol=1e-6, rtol=0)
+        assert got.reference_ids == want.reference_ids
+    assert cache.misses == 0 and cache.hits == written  # every fit read what prepare wrote
+
+
+def test_prepare_detection_gives_the_same_cosines_from_shared_forwards(tmp_path):
+    plain = tiny_context(top_k=12)
+    pure = Pure(k=2, n_ref=12, n_concept=5)  # a seeded subset of each concept's 12 images
+    targets = [Target("tiny", "conv2", c, ((0,), (b,))) for c in range(plain.stats.num_channels) for b in (1, 2)]
+    cache = Cache(tmp_path)
+    ctx = dataclasses.replace(plain, cache=cache)
+    pure.prepare_detection(ctx, targets)
+    assert len(list((tmp_path / "pure_attributions").glob("*.safetensors"))) == 6 * 3  # channels x concepts
+    for t in targets:
+        try:
+            want = pure.polysemanticity(plain, t.channel, *t.concepts)
+        except NotApplicable:
+            continue
+        assert pure.polysemanticity(ctx, t.channel, *t.concepts) == pytest.approx(want, abs=1e-6)
+    assert cache.misses == 0 and cache.hits > 0

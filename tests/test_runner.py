@@ -126,6 +126,11 @@ def test_run_writes_results_leaderboards_figures_and_provenance(uninterrupted):
     run = json.loads((out / "run.json").read_text())
     assert run["seed"] == 0 and "torch" in run["packages"] and run["git_commit"]
     assert run["tracks"]["planted"]["targets"] == 1
+    timings = run["timings"]  # per-stage wall times: fits, metrics, traces, figures, tracks
+    assert {"fit/arv_surgery", "fit/pure", "metric/activation_ratio", "trace", "figure/fvis_grid",
+            "units/planted", "units/detection"} <= set(timings)
+    assert sum(v for k, v in timings.items() if k.startswith("units/")) <= timings["units_s"] + 1e-6
+    assert timings["units_s"] <= timings["total_s"]
     figures = {p.name for p in (out / "figures").iterdir()}
     assert "density_arv_surgery.png" in figures and "fvis_grid.png" in figures
     assert any(name.startswith("recovery_oracle") for name in figures)
