@@ -2,41 +2,43 @@
 
 For the first ``num_targets`` targets of the pairs track (else the layer track), one row
 per (method, virtual neuron): the neuron's first ``per_neuron`` reference images (the
-split's ``reference_ids``, into the fit data) cropped to the neuron's receptive field
+split's ``reference_ids``, into the fit data) cropped to the channel's receptive field
 exactly as the embedding-separation metric crops them (:func:`benchmark.crops.
-receptive_field_crops`, PURE's protocol), so a person can see what each virtual neuron
+pure_crops`, PURE's protocol), so a person can see what each virtual neuron
 responds to. Written as ``figures/reference_crops_<target>.png/.pdf``. Methods without
 reference samples (or not applicable to the target) are left out.
 """
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from benchmark.crops import receptive_field_crops
+from benchmark.crops import pure_crops
 from benchmark.types import NotApplicable
 
 
-def _virtual_map(split, i: int, images: torch.Tensor) -> torch.Tensor:
-    return split.activations(images)[:, i]
-
-
 def neuron_crops(split, context, per_neuron: int = 4, crop_size: int = 96) -> list[torch.Tensor]:
-    """Per virtual neuron, (n, 3, crop_size, crop_size) RGB crops in [0, 1] of its first references."""
+    """Per virtual neuron, (n, 3, crop_size, crop_size) RGB crops in [0, 1] of its first references.
+
+    Each reference is cropped exactly as the embedding-separation metric crops its shared
+    pool (:func:`benchmark.crops.pure_crops`: LRP of the original channel seeded at its
+    maximally activating position, PURE's protocol), then resized for display only.
+    """
     out = []
-    for i, ids in enumerate(split.reference_ids):
+    for ids in split.reference_ids:
         ids = [int(j) for j in list(ids)[:per_neuron]]
         if not ids:
             out.append(torch.empty(0, 3, crop_size, crop_size))
             continue
         images = context.fit.images(ids).to(context.device)
         with torch.enable_grad():
-            crops = receptive_field_crops(context.model, split.target.layer, functools.partial(_virtual_map, split, i),
-                                          images, crop_size)
-        out.append(context.fit.to_unit_range(crops.detach()).cpu())
+            crops = pure_crops(context.model, split.target.layer, split.target.channel, images)
+        shown = [F.interpolate(c.unsqueeze(0).float(), size=(crop_size, crop_size), mode="bilinear",
+                               align_corners=False) for c in crops]
+        out.append(context.fit.to_unit_range(torch.cat(shown)).cpu())
     return out
 
 
