@@ -116,3 +116,13 @@ def test_bad_arguments(tmp_path):
         oc.OpenClipEmbedder(arch="ViT-B-32", pretrained="no_such_tag").embed(torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match="unknown open_clip architecture"):
         oc.OpenClipEmbedder(arch="ViT-Q-99", pretrained="openai").embed(torch.rand(1, 3, 8, 8))
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
+    from benchmark.checkpoints import CheckpointError
+
+    bad = tmp_path / "notes.bin"
+    bad.write_text("this is a text file, not a checkpoint")
+    embedder = EMBEDDERS.get("open_clip")(arch=ARCH, pretrained=str(bad))
+    with pytest.raises(CheckpointError, match=f"checkpoint file {bad} is not a usable {ARCH} checkpoint"):
+        embedder.embed(torch.rand(1, 3, 32, 32))
