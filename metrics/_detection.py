@@ -15,7 +15,8 @@ polysemantic). The classifier's decision value is -s, so:
   sweep ``precision@g``, ``recall@g``, ``f1@g``, ``predicted@g``;
 * the trivial detectors on the same rows, by the same code: ``always_*`` (every pair
   called polysemantic: a constant score 0) and ``random_*`` (scores uniform on [0, 1]
-  from ``numpy.random.default_rng(seed)``).
+  from ``numpy.random.default_rng(seed)``, averaged over ``RANDOM_DRAWS`` draws; its
+  interval is the spread over draws, see :func:`random_detector`).
 
 Undefined numbers are left out, never reported as 0: precision and F1 when no pair is
 predicted at a gamma, AUROC when every row is positive. Without any positive row recall
@@ -32,6 +33,7 @@ from benchmark.types import NotApplicable
 
 N_BOOT = 1000
 LEVEL = 0.95
+RANDOM_DRAWS = 200
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,35 @@ def classifier_report(truth: Sequence[bool], scores: Sequence[float], gamma: flo
         c = counts(y, s, g)
         out[f"predicted@{g:.2f}"] = float(c.tp + c.fp)
         out.update(_rates(c, "", f"@{g:.2f}"))
-    trivial = {"always_": np.zeros(len(y)), "random_": np.random.default_rng(seed).uniform(size=len(y))}
-    for prefix, fake in trivial.items():
-        out.update(_rates(counts(y, fake, gamma), prefix))
-        out.update({prefix + k: v for k, v in ranking_scores(y, fake, seed=seed, n_boot=n_boot).items()})
+    always = np.zeros(len(y))
+    out.update(_rates(counts(y, always, gamma), "always_"))
+    out.update({"always_" + k: v for k, v in ranking_scores(y, always, seed=seed, n_boot=n_boot).items()})
+    out.update(random_detector(y, gamma, seed))
     return {k: float(v) for k, v in out.items()}
+
+
+def random_detector(truth: np.ndarray, gamma: float, seed: int = 0, draws: int = RANDOM_DRAWS) -> dict[str, float]:
+    """``random_*``: the mean over ``draws`` seeded draws of uniform [0, 1] scores on the
+    same rows, and for AUROC/AUPRC the 2.5 / 97.5 % quantiles over the draws as
+    ``_ci_low``/``_ci_high`` (the band a detector must leave to beat chance); precision and
+    F1 average the draws where they are defined. One draw alone
+    can look lucky (an AUROC of 0.6 on 200 pairs happens about once in a hundred)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(truth, dtype=bool)
+    rng = np.random.default_rng(seed)
+    keys: dict[str, list[float]] = {}
+    for _ in range(draws):
+        fake = rng.uniform(size=len(y))
+        values = _rates(counts(y, fake, gamma), "")
+        values["auprc"] = average_precision_score(y, -fake)
+        if not y.all():
+            values["auroc"] = roc_auc_score(y, -fake)
+        for k, v in values.items():
+            keys.setdefault(k, []).append(v)
+    out = {f"random_{k}": float(np.mean(v)) for k, v in keys.items()}  # precision: over draws predicting any
+    for k in ("auroc", "auprc"):
+        if k in keys:
+            lo, hi = np.quantile(keys[k], [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+            out[f"random_{k}_ci_low"], out[f"random_{k}_ci_high"] = float(lo), float(hi)
+    return out
