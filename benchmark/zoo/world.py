@@ -13,16 +13,17 @@ from benchmark.registry import DATASETS, MODELS
 
 
 @MODELS.register("world_cnn")
-def world_cnn(weights: str | Path | None = None, seed: int = 0, **kw) -> nn.Module:
+def world_cnn(weights: str | Path | None = None, seed: int = 0, data_seed: int = 0, **kw) -> nn.Module:
     """Small ResNet trained on the synthetic world (default layer ``blocks.2.conv2``).
 
-    ``weights``: a local weights file to load instead of the cached/trained model;
-    further keywords (``world_seed``, ``config``, ``train``, ``progress``) go to
+    ``seed``: the model seed (initialisation, shuffling); ``data_seed``: the world whose
+    train split it learns; ``weights``: a local weights file to load instead of the
+    cached/trained model; further keywords (``config``, ``train``, ``progress``) go to
     :func:`benchmark.world.load_world_cnn`.
     """
     from benchmark.world.model import load_world_cnn
 
-    return load_world_cnn(weights=weights, seed=seed, **kw)
+    return load_world_cnn(weights=weights, seed=seed, world_seed=data_seed, **kw)
 
 
 @DATASETS.register("synthetic_world")
