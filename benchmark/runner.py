@@ -238,6 +238,6 @@ class Runner:
         write_leaderboards(results, self.out)
         from benchmark.meta_evaluation import write_meta_evaluation
 
-        write_meta_evaluation(results, self.out, seed=self.config.seed)
+        write_meta_evaluation(results, self.out, seed=self.config.seeds.method)
         write_figures(self.out, results, plans, self.methods, env)
         self.timings["render_s"] = time.perf_counter() - t0
