@@ -26,6 +26,7 @@ class ModelConfig:
     name: str = "world_cnn"
     weights: str | None = None  # file path or tag; None = the model's default
     layer: str | None = None  # None = the model's ``default_layer``
+    seed: int | None = None  # model seed (world CNN initialisation and shuffling); None = ``seed``
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class DataConfig:
     heldout_limit: int = 0
     image_size: int | None = None  # passed to datasets that accept it
     skip_unreadable: bool = False  # true: leave out images that cannot be read (listed in run.json)
+    seed: int | None = None  # data seed (which synthetic-world images); None = ``seed``
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,25 @@ class CaptureConfig:
 
 @dataclass(frozen=True)
 class PlantedTrack:
+    """The planted track (benchmark.planted_track): candidates per (model seed, layer), the
+    functional fine-tuning schedule (benchmark.functional_planting) and the validity filter
+    (benchmark.planted_validity)."""
+
     enabled: bool = True
-    layer: str | None = None
-    num_channels: int = 2
+    layer: str | None = None  # used when ``layers`` is empty (None = model.layer)
+    layers: tuple = ()  # layers to plant in; () = [layer]
+    model_seeds: tuple = ()  # model seeds to plant in; () = [the run's model seed]
+    num_channels: int = 2  # candidate pairs planted per (model seed, layer)
     wordnet_threshold: float = 0.5  # the two parts' classes must be less similar (Wu-Palmer)
     max_part_correlation: float = 0.5  # and their class profiles must correlate less than this
+    heldout_images: int = 0  # held-out images the planted track evaluates on (even spread); 0 = all
+    functional_steps: int = 150  # fine-tuning steps after merging; 0 = plain merge only
+    functional_lr: float = 0.003
+    functional_batch_size: int = 128
+    functional_dropout: float = 0.5  # dropout of the layer's other channels while fine-tuning
+    min_response: float = 0.0  # validity: mean response on each concept's held-out images above this
+    min_relevance_pass: float = 0.5  # validity: share of each concept's held-out images passing the filter
+    min_part_share: float = 0.2  # validity: share of each part among the top references
 
 
 @dataclass(frozen=True)
@@ -98,9 +114,21 @@ class FiguresConfig:
 
 
 @dataclass(frozen=True)
+class Seeds:
+    """The three seeds of a run: ``data`` (which synthetic-world images), ``model`` (world
+    CNN initialisation and shuffling) and ``method`` (every method's ``seed`` field and the
+    context seed)."""
+
+    data: int
+    model: int
+    method: int
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = DEFAULT_CONFIG
-    seed: int = 0
+    seed: int = 0  # the default of data.seed, model.seed and method_seed where those are unset
+    method_seed: int | None = None  # None = ``seed``
     device: str = "cpu"
     batch_size: int = 128
     num_workers: int = 0  # DataLoader workers of the capture pass (pinned memory on CUDA)
@@ -114,6 +142,12 @@ class RunConfig:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     tracks: TracksConfig = field(default_factory=TracksConfig)
     figures: FiguresConfig = field(default_factory=FiguresConfig)
+
+    @property
+    def seeds(self) -> Seeds:
+        """The resolved data, model and method seeds (each defaults to ``seed``)."""
+        pick = (lambda v: self.seed if v is None else v)
+        return Seeds(data=pick(self.data.seed), model=pick(self.model.seed), method=pick(self.method_seed))
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))

@@ -37,20 +37,26 @@ class Environment:
         data = config.data
         if data.root is not None and not Path(data.root).expanduser().exists():
             raise FileNotFoundError(f"data.root {data.root!r} does not exist (set it to the dataset folder)")
-        model_factory = MODELS.get(config.model.name)
         dataset_factory = DATASETS.get(data.dataset)
-        self.model: nn.Module = _call_with_supported(model_factory, weights=config.model.weights,
-                                                     seed=config.seed, progress=progress).to(self.device).eval()
-        if self.device.type == "cuda":  # faster convolutions; numerically the same model
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.seeds = config.seeds
         self.skipped_images: dict[str, list[str]] = {}  # split -> unreadable files left out
+        self.model: nn.Module = self.load_model(self.seeds.model)
         self.fit = self._load(dataset_factory, data.fit_split, data.fit_limit)
         self.heldout = self._load(dataset_factory, data.heldout_split, data.heldout_limit)
         self._contexts: dict[tuple, Context] = {}
 
+    def load_model(self, model_seed: int) -> nn.Module:
+        """The configured model for a model seed (world CNN: trained on the data seed's world)."""
+        factory = MODELS.get(self.config.model.name)
+        model = _call_with_supported(factory, weights=self.config.model.weights, seed=model_seed,
+                                     data_seed=self.seeds.data, progress=self.progress).to(self.device).eval()
+        if self.device.type == "cuda":  # faster convolutions; numerically the same model
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
     def _load(self, factory, split: str, limit: int) -> ImageDataset:
         data = self.config.data
-        dataset = _call_with_supported(factory, split=split, root=data.root, seed=self.config.seed,
+        dataset = _call_with_supported(factory, split=split, root=data.root, seed=self.seeds.data,
                                        image_size=data.image_size)
         if len(dataset) == 0:
             raise ValueError(f"dataset {data.dataset!r} split {split!r} is empty")
@@ -82,7 +88,7 @@ class Environment:
             self._contexts[key] = Context(
                 model=model, model_name=self.config.model.name, layer=layer, fit=self.fit,
                 heldout=self.heldout, stats=stats, device=self.device,
-                batch_size=self.config.batch_size, seed=self.config.seed, cache=self.cache,
+                batch_size=self.config.batch_size, seed=self.seeds.method, cache=self.cache,
                 planted=dict(planted or {}),
             )
         return self._contexts[key]

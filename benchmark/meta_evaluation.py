@@ -95,7 +95,8 @@ def meta_evaluation(results: pd.DataFrame, bootstrap: int = 1000, seed: int = 0,
     truth_key, registered = declared()
     label_free = registered if label_free is None else label_free
     ok = results[(results["track"] == "planted") & (results["status"] == "ok") & results["main"].astype(bool)]
-    keys = ["method", "method_params", "target"]
+    # a target is one channel of one model: planted targets span layers and model seeds
+    keys = [k for k in ("method", "method_params", "model", "model_seed", "layer", "target") if k in ok.columns]
     truth = ok[(ok["metric"] == truth_key[0]) & (ok["column"] == truth_key[1])].set_index(keys)["value"]
     rows = []
     for (metric, column), frame in ok.groupby(["metric", "column"], sort=True):

@@ -61,8 +61,12 @@ def choose_channel_pairs(
     unrelated: Callable[[int, int], bool] | None = None,
     min_selectivity: float = 0.0,
     max_profile_correlation: float = 0.5,
+    allow_fewer: bool = False,
 ) -> list[tuple[int, int]]:
     """Greedily pair the most selective channels whose top classes are unrelated.
+
+    With ``allow_fewer`` the pairs that exist are returned when there are fewer than
+    ``num_pairs`` (the planted track asks for candidates); otherwise that is an error.
 
     Every chosen channel and every top class is used once. ``unrelated(t1, t2)`` defaults to
     ``t1 != t2``; pass a WordNet- or group-based rule for real use. The two channels' class
@@ -98,9 +102,72 @@ def choose_channel_pairs(
                 break
         if len(pairs) == num_pairs:
             return pairs
+    if allow_fewer:
+        return pairs
     raise ValueError(
         f"only {len(pairs)} of {num_pairs} channel pairs with selectivity >= {min_selectivity}, "
         f"unrelated top classes and profile correlation < {max_profile_correlation} exist in this layer")
+
+
+def merged_margin(profiles_ct: Tensor, a: int, b: int, class_a: int, class_b: int) -> float:
+    """How clearly the merged channel a + b prefers its two classes: with m = mu_a + mu_b its
+    class-mean profile (exact: the merged channel is the sum of the two),
+    ``(min(m[class_a], m[class_b]) - max_{t not in both} m[t]) / (max m - min m)``; > 0 iff the
+    two classes are the merged channel's two strongest."""
+    m = profiles_ct[a] + profiles_ct[b]
+    rest = torch.ones_like(m, dtype=torch.bool)
+    rest[[class_a, class_b]] = False
+    spread = float(m.max() - m.min())
+    if spread == 0.0 or not rest.any():
+        return float("-inf")
+    return float(torch.minimum(m[class_a], m[class_b]) - m[rest].max()) / spread
+
+
+def choose_planting_pairs(
+    stats: LayerStats,
+    num_pairs: int,
+    unrelated: Callable[[int, int], bool] | None = None,
+    min_margin: float = 0.0,
+    max_profile_correlation: float = 0.5,
+) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Up to ``num_pairs`` candidate plantings ``((a, b), (class_a, class_b))``, best first.
+
+    Every pair of channels whose top classes (:func:`class_selectivity`) are unrelated and
+    whose class profiles correlate below ``max_profile_correlation`` is scored by
+    :func:`merged_margin`; pairs with margin > ``min_margin`` are taken greedily by margin
+    (ties: smaller channels), each channel and each class once. Only fit statistics are read.
+    """
+    if num_pairs < 1:
+        raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
+    unrelated = unrelated or (lambda t1, t2: t1 != t2)
+    present = stats.class_counts > 0
+    if present.sum() < 3:
+        raise ValueError("choosing planting pairs needs images of at least three classes")
+    profiles = torch.full((stats.num_channels, stats.num_classes), float("nan"), dtype=torch.float64)
+    profiles[:, present] = (stats.output_sum[present] / stats.class_counts[present, None]).T
+    profiles = profiles[:, present]
+    class_ids = present.nonzero().flatten().tolist()
+    corr = torch.corrcoef(profiles).nan_to_num(1.0)
+    top = {s.channel: class_ids.index(s.top_class) for s in class_selectivity(stats)}
+    scored = []
+    for a in range(stats.num_channels):
+        for b in range(a + 1, stats.num_channels):
+            ta, tb = top[a], top[b]
+            if ta == tb or corr[a, b] >= max_profile_correlation or not unrelated(class_ids[ta], class_ids[tb]):
+                continue
+            margin = merged_margin(profiles, a, b, ta, tb)
+            if margin > min_margin:
+                scored.append((-margin, a, b, ta, tb))
+    chosen, used, used_classes = [], set(), set()
+    for _, a, b, ta, tb in sorted(scored):
+        if {a, b} & used or {ta, tb} & used_classes:
+            continue
+        chosen.append(((a, b), (class_ids[ta], class_ids[tb])))
+        used |= {a, b}
+        used_classes |= {ta, tb}
+        if len(chosen) == num_pairs:
+            break
+    return chosen
 
 
 def _conv_part(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:
@@ -112,11 +179,19 @@ def plant(
     layer: str,
     pairs: Sequence[tuple[int, int]],
     classes: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None,
+    offsets: Sequence[float] | Tensor | None = None,
 ) -> tuple[nn.Module, dict[int, PlantedTruth]]:
     """A planted COPY of ``model`` and the ground truth of each planted channel.
 
     ``pairs`` are (kept slot a, merged channel b); ``classes[i]`` optionally names the class
     sets the two parts serve (e.g. their top classes).
+
+    ``offsets`` (one value per output channel) centres the parts: part i becomes
+    ``filter_i(x) + bias_i - offsets[i]`` and the planted channel their sum (a bias-free conv
+    gets a bias, zero on every other channel). With ``offsets`` = each channel's mean response
+    per position (:func:`mean_responses`) a part is positive where its channel responds above
+    its average, so a pre-batch-norm channel, whose raw sign says little, is "active" on a
+    concept exactly when it responds to it more than to the average image.
     """
     conv = get_layer(model, layer)
     if not isinstance(conv, nn.Conv2d):
@@ -135,6 +210,14 @@ def plant(
     new_conv = get_layer(planted, layer)
     original_w = conv.weight.detach().clone()
     original_b = None if conv.bias is None else conv.bias.detach().clone()
+    if offsets is not None:
+        offsets = torch.as_tensor(offsets, dtype=original_w.dtype).flatten()
+        if offsets.numel() != conv.out_channels:
+            raise ValueError(f"offsets needs one value per output channel ({conv.out_channels}), got {offsets.numel()}")
+        base_b = torch.zeros(conv.out_channels, dtype=original_w.dtype) if original_b is None else original_b
+        original_b = base_b - offsets
+        if new_conv.bias is None:
+            new_conv.bias = nn.Parameter(torch.zeros_like(base_b))
     truths: dict[int, PlantedTruth] = {}
     with torch.no_grad():
         for i, (a, b) in enumerate(pairs):
@@ -161,6 +244,16 @@ def _make_parts_fn(planted, layer, conv, weight, bias, a, b) -> Callable[[Tensor
         return _conv_part(conv, w.to(x.device), None if bias_ab is None else bias_ab.to(x.device), x)
 
     return parts
+
+
+@torch.no_grad()
+def mean_responses(model: nn.Module, layer: str, stats: LayerStats, example: Tensor) -> Tensor:
+    """(C,) mean response per position of every channel over the captured images:
+    the spatially summed class sums of ``stats`` divided by images and by H x W (read from
+    one forward of ``example``)."""
+    h, w = layer_activations(model, layer, example[:1]).shape[-2:]
+    total = stats.output_sum.sum(0) / stats.class_counts.sum()
+    return (total / (h * w)).float()
 
 
 @torch.no_grad()

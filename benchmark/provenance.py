@@ -50,5 +50,6 @@ def provenance(config: RunConfig, device: torch.device) -> dict:
         "device": str(device),
         "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "seed": config.seed,
+        "seeds": {"data": config.seeds.data, "model": config.seeds.model, "method": config.seeds.method},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -34,7 +34,8 @@ from benchmark.tracks import TRACKS, TrackPlan
 from benchmark.types import NotApplicable, Split, Target
 
 RESULT_COLUMNS = ["track", "model", "layer", "dataset", "target", "method", "method_params", "metric",
-                  "column", "value", "higher_is_better", "main", "status", "reason", "seed"]
+                  "column", "value", "higher_is_better", "main", "status", "reason", "seed",
+                  "data_seed", "model_seed", "method_seed"]  # seed = method_seed (kept for tables)
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,9 @@ class Plugin:
         return str(getattr(self.instance, "label", self.name))
 
 
-def resolve(registry: Registry, names: Iterable[str], params: dict) -> list[Plugin]:
-    """Instances of the requested plug-ins (``"all"`` = every registered one)."""
+def resolve(registry: Registry, names: Iterable[str], params: dict, seed: int | None = None) -> list[Plugin]:
+    """Instances of the requested plug-ins (``"all"`` = every registered one). With ``seed``,
+    a plug-in with a ``seed`` field gets it unless its parameters name one."""
     names = list(names)
     chosen = registry.names() if names == ["all"] else names
     for key in params:
@@ -64,6 +66,8 @@ def resolve(registry: Registry, names: Iterable[str], params: dict) -> list[Plug
         cls = registry.get(name)
         kwargs = dict(params.get(name, {}))
         valid = set(hyperparameters(cls))
+        if seed is not None and "seed" in valid:
+            kwargs.setdefault("seed", seed)
         unknown = sorted(set(kwargs) - valid)
         if unknown:
             raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for {registry.kind} {name!r}; "
@@ -90,7 +94,7 @@ class Runner:
         self.progress = progress
         self.cache = cache or Cache()
         check_environment(config, self.cache, self.out)  # cheap checks first; nothing is written yet
-        self.methods = resolve(METHODS, config.methods, dict(config.method_params))
+        self.methods = resolve(METHODS, config.methods, dict(config.method_params), seed=config.seeds.method)
         self.metrics = resolve(METRICS, config.metrics, dict(config.metric_params))
         for name in TRACKS:
             getattr(config.tracks, name)  # every track has a config section
@@ -141,7 +145,7 @@ class Runner:
     def _key(self, plan: TrackPlan, method: Plugin, target: Target | None) -> str:
         """The unit's file stem: its id within this run's identity (seeds, config, code)."""
         return self.folder.part_key(unit_id(plan.track, method.name, method.params_json,
-                                            target.key if target else "*"))
+                                            f"{target.model}/{target.key}" if target else "*"))
 
     def _part(self, plan: TrackPlan, method: Plugin, target: Target | None) -> Path:
         return self.work / "parts" / f"{self._key(plan, method, target)}.csv"
@@ -154,56 +158,61 @@ class Runner:
         key = part.stem
         if part.exists():
             return
-        torch.manual_seed(self.config.seed)
+        torch.manual_seed(self.config.seeds.method)
         executors = {"split": self._split_rows, "detection": self._detection_rows}
         rows = executors[plan.kind](plan, method, target, key)
         frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
         atomic_write(part, lambda p: frame.to_csv(p, index=False))
 
-    def _row(self, plan: TrackPlan, method: Plugin, target_key: str, metric: Plugin, column: str,
+    def _row(self, plan: TrackPlan, method: Plugin, target: Target | None, metric: Plugin, column: str,
              value: float, status: str = "ok", reason: str = "") -> dict:
         declared = {c.name: c for c in getattr(metric.instance, "columns", ())}
         direction = declared[column].higher_is_better if column in declared else None
-        return dict(track=plan.track, model=self.config.model.name, layer=plan.context.layer,
-                    dataset=self.config.data.dataset, target=target_key, method=method.name,
+        seeds = self.config.seeds
+        return dict(track=plan.track, model=target.model if target else self.config.model.name,
+                    layer=target.layer if target else plan.context.layer,
+                    dataset=self.config.data.dataset, target=target.key if target else "*", method=method.name,
                     method_params=method.params_json, metric=metric.label, column=column,
                     value=float(value), higher_is_better="" if direction is None else str(direction).lower(),
-                    main=column in declared, status=status, reason=reason, seed=self.config.seed)
+                    main=column in declared, status=status, reason=reason, seed=seeds.method,
+                    data_seed=seeds.data, model_seed=plan.model_seed_of(target, seeds.model),
+                    method_seed=seeds.method)
 
-    def _not_applicable(self, plan, method, target_key, metric, reason, status="not_applicable") -> list[dict]:
-        return [self._row(plan, method, target_key, metric, c.name, float("nan"), status, reason)
+    def _not_applicable(self, plan, method, target, metric, reason, status="not_applicable") -> list[dict]:
+        return [self._row(plan, method, target, metric, c.name, float("nan"), status, reason)
                 for c in metric.instance.columns]
 
-    def _value_rows(self, plan, method, target_key, metric, values: dict) -> list[dict]:
+    def _value_rows(self, plan, method, target, metric, values: dict) -> list[dict]:
         """A metric's rows; a NaN or inf among its main values makes it not applicable."""
         bad = sorted(c.name for c in metric.instance.columns if not math.isfinite(float(values.get(c.name, 0.0))))
         if bad:
-            return self._not_applicable(plan, method, target_key, metric,
+            return self._not_applicable(plan, method, target, metric,
                                         f"non-finite values: {', '.join(bad)} of {metric.label} is NaN or inf")
-        return [self._row(plan, method, target_key, metric, col, val) for col, val in sorted(values.items())]
+        return [self._row(plan, method, target, metric, col, val) for col, val in sorted(values.items())]
 
     def _split_rows(self, plan: TrackPlan, method: Plugin, target: Target, key: str) -> list[dict]:
         metrics = [m for m in self.metrics if m.instance.scope == "split"]
+        context = plan.context_of(target)
         try:
             with self.timer("fit", method.name):
-                split = memoized(method.instance.fit(plan.context, target))  # metrics + trace share activations
+                split = memoized(method.instance.fit(context, target))  # metrics + trace share activations
         except NotApplicable as why:
-            return [r for m in metrics for r in self._not_applicable(plan, method, target.key, m, str(why))]
+            return [r for m in metrics for r in self._not_applicable(plan, method, target, m, str(why))]
         if target == plan.targets[0]:
             self.kept_splits[(plan.track, method.name)] = split
         rows = []
         for metric in metrics:
             try:
                 with self.timer("metric", metric.label):
-                    values = metric.instance.score(split, plan.context)
+                    values = metric.instance.score(split, context)
             except NotApplicable as why:
-                rows += self._not_applicable(plan, method, target.key, metric, str(why))
+                rows += self._not_applicable(plan, method, target, metric, str(why))
                 continue
-            rows += self._value_rows(plan, method, target.key, metric, values)
+            rows += self._value_rows(plan, method, target, metric, values)
         from benchmark.traces import save_trace
 
         with self.timer("trace"):
-            save_trace(self.work / "traces" / f"{key}.pt", split, plan)
+            save_trace(self.work / "traces" / f"{key}.pt", split, plan, context)
         return rows
 
     def _detection_rows(self, plan: TrackPlan, method: Plugin, _target: None, key: str) -> list[dict]:
@@ -211,7 +220,7 @@ class Runner:
         score = getattr(method.instance, "polysemanticity", None)
         if score is None:
             reason = f"{method.name} has no polysemanticity score"
-            return [r for m in metrics for r in self._not_applicable(plan, method, "*", m, reason)]
+            return [r for m in metrics for r in self._not_applicable(plan, method, None, m, reason)]
         records, skipped = [], 0
         for t in tqdm(plan.targets, desc=f"detection {method.name}", leave=False, disable=not self.progress):
             try:
@@ -230,10 +239,10 @@ class Runner:
             try:
                 values = metric.instance.score(table, plan.context)
             except NotApplicable as why:
-                rows += self._not_applicable(plan, method, "*", metric, str(why))
+                rows += self._not_applicable(plan, method, None, metric, str(why))
                 continue
-            rows += self._value_rows(plan, method, "*", metric, values)
-            rows.append(self._row(plan, method, "*", metric, "pairs_unscored", float(skipped)))
+            rows += self._value_rows(plan, method, None, metric, values)
+            rows.append(self._row(plan, method, None, metric, "pairs_unscored", float(skipped)))
         return rows
 
     # -- outputs -------------------------------------------------------------------------
@@ -271,7 +280,7 @@ class Runner:
         write_report(results, self.work)  # per-target values, paired comparisons, CD diagrams, detection table
         from benchmark.meta_evaluation import write_meta_evaluation
 
-        write_meta_evaluation(results, self.work, seed=self.config.seed)
+        write_meta_evaluation(results, self.work, seed=self.config.seeds.method)
         self.folder.clear_figures()
         write_figures(self.work, results, plans, self.methods, env, splits=self.kept_splits, timer=self.timer)
         self.timings["render_s"] = time.perf_counter() - t0

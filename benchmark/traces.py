@@ -67,8 +67,8 @@ def compute_trace(split: Split, context, max_images: int = 512) -> dict:
     return trace
 
 
-def save_trace(path: Path, split: Split, plan) -> Path:
-    trace = compute_trace(split, plan.context)
+def save_trace(path: Path, split: Split, plan, context=None) -> Path:
+    trace = compute_trace(split, context if context is not None else plan.context)
     trace["meta"]["track"] = plan.track
     return atomic_write(path, lambda p: torch.save(trace, p))
 

@@ -1,6 +1,7 @@
 """The four tracks of the benchmark (DESIGN.md "Tracks"): which targets each evaluates.
 
-* ``planted``: channels made polysemantic on purpose (benchmark.planting) with ground truth;
+* ``planted``: channels made polysemantic on purpose with ground truth, functionally planted
+  over layers and model seeds and filtered for validity (benchmark.planted_track);
 * ``pairs``: channel + class pair, detected by the ARV paper's tau/p + gamma rule or given
   (e.g. the 20 published ResNet-50 pairs);
 * ``layer``: every channel (or an even sample) of a layer, as PURE evaluates;
@@ -12,13 +13,12 @@ Each builder returns a :class:`TrackPlan`; ``TRACKS`` maps names to builders.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
 from benchmark.config import ConfigError, RunConfig
 from benchmark.environment import Environment
-from benchmark.planting import accuracy, choose_channel_pairs, class_selectivity, plant
 from benchmark.relevance import candidate_pairs, detect_polysemantic_pairs
 from benchmark.types import Context, Target
 
@@ -27,13 +27,26 @@ from benchmark.types import Context, Target
 class TrackPlan:
     """What one track evaluates: a context, its targets and how units are executed
     (``kind``: "split" = fit every method on every target and score split metrics;
-    "detection" = score every method's polysemanticity on all targets at once)."""
+    "detection" = score every method's polysemanticity on all targets at once).
+
+    ``contexts`` gives a target its own context where it differs from ``context`` (the
+    planted track: one planted model per model seed and layer); ``model_seeds`` the model
+    seed of a target whose model is not the run's.
+    """
 
     track: str
     kind: str
     context: Context
     targets: tuple[Target, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    contexts: Mapping[Target, Context] = field(default_factory=dict)
+    model_seeds: Mapping[Target, int] = field(default_factory=dict)
+
+    def context_of(self, target: Target) -> Context:
+        return self.contexts.get(target, self.context)
+
+    def model_seed_of(self, target: Target | None, default: int) -> int:
+        return self.model_seeds.get(target, default) if target is not None else default
 
 
 def wordnet_unrelated(classes, threshold: float) -> Callable[[int, int], bool]:
@@ -44,24 +57,6 @@ def wordnet_unrelated(classes, threshold: float) -> Callable[[int, int], bool]:
         return similarity(classes[t1].synset, classes[t2].synset, "wup") < threshold
 
     return unrelated
-
-
-def planted_track(env: Environment, config: RunConfig) -> TrackPlan:
-    cfg = config.tracks.planted
-    layer = env.layer(cfg.layer)
-    base = env.context(layer)
-    unrelated = wordnet_unrelated(env.fit.classes, cfg.wordnet_threshold)
-    pairs = choose_channel_pairs(base.stats, cfg.num_channels, unrelated,
-                                 max_profile_correlation=cfg.max_part_correlation)
-    top = {s.channel: s.top_class for s in class_selectivity(base.stats)}
-    classes = [((top[a],), (top[b],)) for a, b in pairs]
-    planted_model, truths = plant(env.model, layer, pairs, classes)
-    context = env.context(layer, planted_model, truths)
-    targets = tuple(Target(config.model.name, layer, a, concepts=c) for (a, _), c in zip(pairs, classes))
-    info = {"pairs": [list(p) for p in pairs],
-            "accuracy_original": accuracy(env.model, env.heldout, config.batch_size, env.device),
-            "accuracy_planted": accuracy(planted_model, env.heldout, config.batch_size, env.device)}
-    return TrackPlan("planted", "split", context, targets, info)
 
 
 def pairs_track(env: Environment, config: RunConfig) -> TrackPlan:
@@ -125,6 +120,8 @@ def detection_track(env: Environment, config: RunConfig) -> TrackPlan:
     targets = tuple(Target(config.model.name, context.layer, c, ((a,), (b,))) for c, a, b in candidates)
     return TrackPlan("detection", "detection", context, targets, {"candidates": len(targets)})
 
+
+from benchmark.planted_track import planted_track  # noqa: E402  (it builds TrackPlans)
 
 TRACKS: dict[str, Callable[[Environment, RunConfig], TrackPlan]] = {
     "planted": planted_track,

@@ -13,17 +13,19 @@ from benchmark.registry import DATASETS, MODELS
 
 
 @MODELS.register("world_cnn")
-def world_cnn(weights: str | Path | None = None, seed: int = 0, progress: bool = True, **kw) -> nn.Module:
+def world_cnn(weights: str | Path | None = None, seed: int = 0, data_seed: int = 0, progress: bool = True,
+              **kw) -> nn.Module:
     """Small ResNet trained on the synthetic world (default layer ``blocks.2.conv2``).
 
-    ``weights``: a local weights file to load instead of the cached/trained model;
-    ``progress``: training progress bar on a cache miss; further keywords (``world_seed``,
-    ``config``, ``train``) go to
+    ``seed``: the model seed (initialisation, shuffling); ``data_seed``: the world whose
+    train split it learns; ``weights``: a local weights file to load instead of the
+    cached/trained model; ``progress``: training progress bar on a cache miss; further
+    keywords (``config``, ``train``) go to
     :func:`benchmark.world.load_world_cnn`.
     """
     from benchmark.world.model import load_world_cnn
 
-    return load_world_cnn(weights=weights, seed=seed, progress=progress, **kw)
+    return load_world_cnn(weights=weights, seed=seed, world_seed=data_seed, progress=progress, **kw)
 
 
 @DATASETS.register("synthetic_world")
