@@ -210,3 +210,19 @@ def test_a_weights_file_of_the_wrong_shape_names_the_file_and_the_keys(tmp_path)
     text.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read weights file .*notes.pt"):
         MODELS.get("world_cnn")(weights=str(text))
+
+
+def test_flipped_data_byte_of_capture_statistics_is_detected_and_recomputed(tmp_path):
+    from benchmark.capture import CaptureSpec, cached_capture
+    from tests.fakes import TinyNet, random_images
+
+    cache = Cache(tmp_path)
+    model, data = TinyNet(), random_images()
+    spec = CaptureSpec("conv2", top_k=4, tau=0.05)
+    good = cached_capture(model, data, spec, cache=cache, progress=False)
+    (entry,) = list(cache.entries())
+    _flip_data_byte(entry.path, from_end=5)
+    with pytest.warns(UserWarning, match="payload checksum mismatch"):
+        again = cached_capture(model, data, spec, cache=cache, progress=False)
+    assert cache.misses == 2
+    torch.testing.assert_close(again.attribution_sum, good.attribution_sum)

@@ -208,3 +208,19 @@ def test_a_full_disk_or_unwritable_folder_is_one_line(tmp_path, monkeypatch, cap
     capsys.readouterr()
     with pytest.raises(cache_mod.CacheError, match="not writable .*No space left"):
         cache_mod.ensure_root(tmp_path / "fresh")
+
+
+def test_an_unwritable_output_folder_is_refused_before_anything_runs(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunDirectoryError, match="is a file, not a folder"):
+        Runner(cheap(tmp_path), output_dir=blocker / "run", progress=False)
+
+
+def test_layer_flag_moves_every_track():
+    from benchmark.cli import build_parser, run_overrides
+
+    args = build_parser().parse_args(["run", "--layer", "blocks.1.conv2"])
+    overrides = run_overrides(args)
+    assert overrides["model.layer"] == "blocks.1.conv2"
+    assert all(overrides[f"tracks.{t}.layer"] == "blocks.1.conv2" for t in ("planted", "pairs", "layer", "detection"))
