@@ -144,6 +144,7 @@ def bench(config: RunConfig, images: int = 512, progress: bool = True, attributi
 
     start = time.perf_counter()
     scratch = tempfile.TemporaryDirectory(prefix="polysemy-bench-")  # nothing served from an old cache
+    torch.manual_seed(config.seed)  # models built with random weights (bench_resnet50) are the same each time
     env = Environment(config, Cache(scratch.name), progress)
     device, layer = env.device, env.layer()
     n = min(images, len(env.fit))
