@@ -121,9 +121,12 @@ def to_markdown(table: pd.DataFrame, calib: pd.DataFrame) -> str:
     lines = [f"Rank agreement with planted truth ({truth}) across (method, target) of the planted "
              "track; signed so that +1 = same order as the truth; 95% bootstrap CIs.", "",
              "| metric | column | n | Spearman [95% CI] | Kendall [95% CI] |", "|---|---|---|---|---|"]
+    def cell(v: float, lo: float, hi: float) -> str:  # "—": fewer than 3 rows or a constant side
+        return "—" if not np.isfinite(v) else f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+
     for r in table.itertuples():
-        lines.append(f"| {r.metric} | {r.column} | {int(r.n)} | {r.spearman:.2f} [{r.spearman_lo:.2f}, {r.spearman_hi:.2f}] "
-                     f"| {r.kendall:.2f} [{r.kendall_lo:.2f}, {r.kendall_hi:.2f}] |")
+        lines.append(f"| {r.metric} | {r.column} | {int(r.n)} | {cell(r.spearman, r.spearman_lo, r.spearman_hi)} "
+                     f"| {cell(r.kendall, r.kendall_lo, r.kendall_hi)} |")
     lines += ["", "Calibration of the truth (mean recovery per trivial split; oracle should be 1, copies 0):", ""]
     lines += [f"- {r.method}: {r.mean:.3f} (min {r.min:.3f}, max {r.max:.3f}, {int(r.count)} targets)"
               for r in calib.itertuples()]
