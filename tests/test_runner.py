@@ -60,6 +60,11 @@ tau = 0.05
 [tracks.planted]
 num_channels = 1
 wordnet_threshold = 0.6
+functional_steps = 4            # a random net: the filter is exercised in test_planted_validity.py
+functional_batch_size = 16
+min_response = -1e9
+min_relevance_pass = 0.0
+min_part_share = 0.0
 
 [tracks.pairs]
 source = "given"
@@ -131,6 +136,11 @@ def test_run_writes_results_leaderboards_figures_and_provenance(uninterrupted):
             "units/planted", "units/detection"} <= set(timings)
     assert sum(v for k, v in timings.items() if k.startswith("units/")) <= timings["units_s"] + 1e-6
     assert timings["units_s"] <= timings["total_s"]
+    candidate = run["tracks"]["planted"]["candidates"][0]
+    assert candidate["accepted"] is True and candidate["reasons"] == [] and "relevance_c1" in candidate
+    assert run["seeds"] == {"data": 0, "model": 0, "method": 0}
+    assert {"data_seed", "model_seed", "method_seed"} <= set(results.columns)
+    assert set(results.loc[results.track == "planted", "model"]) == {"tiny_test_net@seed0"}
     figures = {p.name for p in (out / "figures").iterdir()}
     assert "density_arv_surgery.png" in figures and "fvis_grid.png" in figures
     assert any(name.startswith("recovery_oracle") for name in figures)
