@@ -44,16 +44,19 @@ KINDS: dict[str, str] = {
     "capture": "capture statistics of one (model, layer, dataset) pass",
     "world": "trained weights of the synthetic world's CNN and judge",
     "pure_attributions": "PURE attribution vectors of a channel's reference images",
+    "functional_planting": "fine-tuned weights after the planted layer (functional planting)",
 }
 # Modules whose code computes an entry of a kind: their fingerprint is part of every key
 # (the world's weights add the model's module, see benchmark.world.training.WORLD_CODE).
 KIND_CODE: dict[str, tuple[str, ...]] = {
     "capture": ("benchmark.capture", "benchmark.stats"),
     "pure_attributions": ("benchmark.attribution", "methods.pure"),
+    "functional_planting": ("benchmark.functional_planting",),
 }
 # Folders that may sit in the root but are not cache entries: listed, never cleared.
 PROVISIONED: dict[str, str] = {
     "nltk_data": "WordNet provisioned for nltk (python -m benchmark.wordnet_setup); never cleared",
+    "tuxpaint-stamps": "photo stamps of the real track (python -m benchmark.photos.setup); never cleared",
 }
 ENTRY_NAME = re.compile(r"^(?:[a-z][a-z0-9_]*-)?[0-9a-f]{32}\.safetensors$")
 TEMP_NAME = re.compile(r"^\.(?:[a-z][a-z0-9_]*-)?[0-9a-f]{32}\.safetensors\.[A-Za-z0-9_]+\.tmp$")
