@@ -50,6 +50,10 @@ def test_imagenet_resnet50_config_runs_end_to_end_on_a_fake(tmp_path):
         "model.weights": str(weights),
         "methods": ["arv_surgery", "pure", "identity"],
         "tracks.pairs.max_pairs": 2, "tracks.layer.num_channels": 1, "tracks.planted.num_channels": 1,
+        # a random net: a short functional step and an open filter (the filter has its own tests)
+        "tracks.planted.functional_steps": 2, "tracks.planted.functional_batch_size": 8,
+        "tracks.planted.min_response": -1e9, "tracks.planted.min_relevance_pass": 0.0,
+        "tracks.planted.min_part_share": 0.0,
         "tracks.detection.max_pairs": 6, "tracks.detection.p": 0.3,
         "method_params.pure.n_ref": 8, "method_params.pure.n_init": 2, "method_params.identity.n_ref": 8,
         "metric_params.embedding_separation.embedder_args": [["arch", "ViT-S-32-alt"], ["pretrained", str(clip)]],
