@@ -193,10 +193,17 @@ def render(board: pd.DataFrame, fmt: str = "markdown", caption: str | None = Non
     return long_table(board).to_csv(index=False, lineterminator="\n")
 
 
+def model_family(model: str) -> str:
+    """The model a target belongs to, without its seed tag: the planted track names targets
+    of retrained networks ``world_cnn@seed<s>``; those are targets of ONE leaderboard (the
+    model seed is part of each target's identity, see benchmark.statistics.UNIT)."""
+    return model.split("@", 1)[0]
+
+
 def write_leaderboards(df: pd.DataFrame, out_dir: str | Path, uncertainty: str = "bootstrap",
                        seed: int = 0) -> dict[str, Path]:
-    """Write ``leaderboard.md`` (a section per track; a subsection per model and dataset
-    when a track has several), ``leaderboard.tex`` and ``leaderboard.csv`` atomically.
+    """Write ``leaderboard.md`` (a section per track; a subsection per model family and
+    dataset when a track has several), ``leaderboard.tex`` and ``leaderboard.csv`` atomically.
     Returns ``{"markdown": path, "latex": path, "csv": path}``."""
     df = normalise(df)
     md, tex, frames = ["# Leaderboard", ""], [], []
@@ -205,9 +212,10 @@ def write_leaderboards(df: pd.DataFrame, out_dir: str | Path, uncertainty: str =
         if not part["main"].astype(bool).any():
             continue
         md += [f"## Track: {track}", ""]
-        combos = list(dict.fromkeys(zip(part["model"], part["dataset"])))
+        family = part["model"].astype(str).map(model_family)  # world_cnn@seed1 -> world_cnn
+        combos = list(dict.fromkeys(zip(family, part["dataset"])))
         for model, dataset in combos:
-            sub = part[(part["model"] == model) & (part["dataset"] == dataset)]
+            sub = part[(family == model) & (part["dataset"] == dataset)]
             if not sub["main"].astype(bool).any():
                 continue
             board = leaderboard(sub, track, uncertainty=uncertainty, seed=seed)
