@@ -17,6 +17,7 @@ channel for its top class t* is ``(mu_t* - mean_{t != t*} mu_t) / (|mu_t*| + |me
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -150,14 +151,29 @@ def choose_planting_pairs(
     corr = torch.corrcoef(profiles).nan_to_num(1.0)
     top = {s.channel: class_ids.index(s.top_class) for s in class_selectivity(stats)}
     scored = []
-    for a in range(stats.num_channels):
-        for b in range(a + 1, stats.num_channels):
-            ta, tb = top[a], top[b]
-            if ta == tb or corr[a, b] >= max_profile_correlation or not unrelated(class_ids[ta], class_ids[tb]):
+    if len(class_ids) > 2:  # a margin needs a class outside the pair
+        top_c = torch.tensor([top[c] for c in range(stats.num_channels)])
+        is_unrelated = functools.lru_cache(maxsize=None)(unrelated)  # WordNet once per class pair
+        for a in range(stats.num_channels - 1):
+            # every b > a at once: same candidates and margins as merged_margin(profiles, a, b, ...)
+            bs = torch.arange(a + 1, stats.num_channels)
+            ta = int(top_c[a])
+            keep = (top_c[bs] != ta) & (corr[a, bs] < max_profile_correlation)
+            bs, tbs = bs[keep], top_c[bs][keep]
+            if not len(bs):
                 continue
-            margin = merged_margin(profiles, a, b, ta, tb)
-            if margin > min_margin:
-                scored.append((-margin, a, b, ta, tb))
+            merged = profiles[a][None, :] + profiles[bs]
+            rows = torch.arange(len(bs))
+            low = torch.minimum(merged[:, ta], merged[rows, tbs])
+            spread = merged.max(1).values - merged.min(1).values
+            rest = merged.clone()
+            rest[:, ta] = float("-inf")
+            rest[rows, tbs] = float("-inf")
+            margin = torch.where(spread > 0, (low - rest.max(1).values) / spread, float("-inf"))
+            good = margin > min_margin
+            for b, tb, m in zip(bs[good].tolist(), tbs[good].tolist(), margin[good].tolist()):
+                if is_unrelated(class_ids[ta], class_ids[tb]):
+                    scored.append((-m, a, b, ta, tb))
     chosen, used, used_classes = [], set(), set()
     for _, a, b, ta, tb in sorted(scored):
         if {a, b} & used or {ta, tb} & used_classes:
