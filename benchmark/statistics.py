@@ -123,6 +123,9 @@ def target_values(df: pd.DataFrame) -> pd.DataFrame:
     grouped = rows.groupby(list(KEYS) + list(UNIT), sort=False)
     out = grouped.agg(value=("value", "mean"), higher_is_better=("higher_is_better", "first")).reset_index()
     seeds = seed_columns(rows)
+    if rows.empty:  # nothing scored (e.g. a track where no metric applies): no targets
+        out["n_seeds"] = pd.Series(dtype=int)
+        return out
     counts = grouped[seeds].apply(lambda g: len(g.drop_duplicates())) if seeds else grouped.size()
     out["n_seeds"] = counts.to_numpy().astype(int)
     return out

@@ -16,17 +16,19 @@ pytestmark = pytest.mark.slow
 def test_real_config_runs_end_to_end_on_a_small_subset(tmp_path):
     overrides = {
         "batch_size": 16, "data.fit_limit": 112, "data.heldout_limit": 32, "data.image_size": 64,
-        "tracks.planted.num_channels": 1, "tracks.pairs.source": "given", "tracks.pairs.pairs": [[5, [2], [4]]],
+        "tracks.planted.num_channels": 1, "tracks.planted.functional_steps": 2,
+        "tracks.planted.functional_batch_size": 8, "tracks.planted.min_response": -1e9,
+        "tracks.planted.min_relevance_pass": 0.0, "tracks.planted.min_part_share": 0.0, "tracks.pairs.source": "given", "tracks.pairs.pairs": [[5, [2], [4]]],
         "tracks.layer.num_channels": 1, "tracks.detection.max_pairs": 4, "tracks.detection.p": 0.3,
         "method_params.pure.n_ref": 6, "method_params.pure.n_init": 2, "method_params.pure.n_concept": 3,
-        "metric_params.embedding_separation.max_refs_per_neuron": 3,
+        "metric_params.embedding_separation.pool_size": 12,
         "figures.fvis_steps": 2, "figures.fvis_size": 32,
     }
     config = load_config("real", overrides)
     out = Runner(config, output_dir=tmp_path / "run", cache=Cache(tmp_path / "cache"), progress=False).run()
     results = pd.read_csv(out / "results.csv")
     assert set(results["track"]) == {"planted", "pairs", "layer", "detection"}
-    assert set(results["model"]) == {"efficientnet_lite0_photos"} and set(results["layer"]) == {"_conv_head"}
+    assert {m.split("@")[0] for m in results["model"]} == {"efficientnet_lite0_photos"} and set(results["layer"]) == {"_conv_head"}
     assert set(results["dataset"]) == {"stamp_photos"}
     assert set(results[results.track == "pairs"]["target"]) == {"_conv_head#5:2|4"}
     from benchmark.registry import METHODS
