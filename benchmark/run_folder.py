@@ -39,7 +39,10 @@ LOCK = ".polysemy-run.lock"
 STAGING = ".staging"
 IDENTITY = "identity.json"
 OUTPUTS = ("config.json", IDENTITY, "run.json", "results.csv", "leaderboard.md", "leaderboard.tex",
-           "leaderboard.csv", "parts", "traces", "detection", "figures")
+           "leaderboard.csv", "parts", "traces", "detection", "figures",
+           # the statistical report (benchmark.report) and the meta-evaluation
+           "per_target.csv", "comparisons.csv", "comparisons.md", "detection.csv", "detection.md",
+           "report.md", "meta_evaluation.csv", "meta_evaluation.md", "meta_calibration.csv")
 WORK = ("parts", "traces", "detection")  # folders of per-unit files (named by unit id)
 PACKAGES = ("benchmark", "methods", "metrics")
 PRESENTATION = ("benchmark.cli", "benchmark.bench", "benchmark.cache_admin", "benchmark.plots",

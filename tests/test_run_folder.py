@@ -130,6 +130,8 @@ def test_overwrite_is_atomic_and_leaves_nothing_stale(tmp_path, monkeypatch):
     assert not (out / "figures" / "density_old_method.png").exists()
     assert (out / "notes.txt").read_text() == "the user's own file"
     assert not (out / run_folder.STAGING).exists()
+    for name in ("report.md", "per_target.csv", "comparisons.md"):  # the report moves with the run
+        assert (out / name).exists(), name
 
 
 def test_leftover_temp_files_are_removed(tmp_path):
