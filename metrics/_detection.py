@@ -29,7 +29,16 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmark.types import NotApplicable
+from benchmark.types import Column, NotApplicable
+
+# The columns of every detection metric (a polysemanticity score scored as a classifier).
+DETECTION_COLUMNS: tuple[Column, ...] = (
+    Column("auroc", True, (0.0, 1.0)),
+    Column("auprc", True, (0.0, 1.0)),
+    Column("precision", True, (0.0, 1.0)),
+    Column("recall", True, (0.0, 1.0)),
+    Column("f1", True, (0.0, 1.0)),
+)
 
 N_BOOT = 1000
 LEVEL = 0.95

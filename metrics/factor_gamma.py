@@ -38,7 +38,7 @@ import numpy as np
 
 from benchmark.registry import METRICS
 from benchmark.types import Column, Context, NotApplicable
-from metrics._detection import classifier_report
+from metrics._detection import DETECTION_COLUMNS, classifier_report
 from metrics.wordnet_gamma import DEFAULT_SWEEP, _as_classes, read_table
 
 PRIMITIVES = ("shape", "texture")
@@ -98,13 +98,7 @@ class FactorGamma:
     min_share: float = 0.5
     seed: int = 0
 
-    columns: ClassVar[tuple[Column, ...]] = (
-        Column("auroc", True, (0.0, 1.0)),
-        Column("auprc", True, (0.0, 1.0)),
-        Column("precision", True, (0.0, 1.0)),
-        Column("recall", True, (0.0, 1.0)),
-        Column("f1", True, (0.0, 1.0)),
-    )
+    columns: ClassVar[tuple[Column, ...]] = DETECTION_COLUMNS
     scope: ClassVar[str] = "detection"
 
     def __post_init__(self) -> None:

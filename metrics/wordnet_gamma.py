@@ -35,7 +35,7 @@ import numpy as np
 
 from benchmark.registry import METRICS
 from benchmark.types import Column, Context, NotApplicable
-from metrics._detection import DetectionCounts, classifier_report, counts
+from metrics._detection import DETECTION_COLUMNS, DetectionCounts, classifier_report, counts
 
 __all__ = ["DEFAULT_SWEEP", "DEFAULT_THRESHOLDS", "DetectionCounts", "WordNetGamma", "gamma_precision_recall",
            "read_table"]
@@ -74,13 +74,7 @@ class WordNetGamma:
     threshold: float | None = None
     seed: int = 0
 
-    columns: ClassVar[tuple[Column, ...]] = (
-        Column("auroc", True, (0.0, 1.0)),
-        Column("auprc", True, (0.0, 1.0)),
-        Column("precision", True, (0.0, 1.0)),
-        Column("recall", True, (0.0, 1.0)),
-        Column("f1", True, (0.0, 1.0)),
-    )
+    columns: ClassVar[tuple[Column, ...]] = DETECTION_COLUMNS
     scope: ClassVar[str] = "detection"
 
     def __post_init__(self) -> None:

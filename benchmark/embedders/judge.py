@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.registry import EMBEDDERS
+from benchmark.embedders import check_unit_rgb
 
 
 def to_input_range(unit_nchw: Tensor) -> Tensor:
@@ -62,13 +63,7 @@ class JudgeEmbedder:
     @torch.no_grad()
     def embed(self, images_nchw: Tensor) -> Tensor:
         """(N, 3, H, W) RGB images in [0, 1] -> (N, 128) float embeddings on the CPU."""
-        if images_nchw.dim() != 4 or images_nchw.shape[1] != 3:
-            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images_nchw.shape)}")
-        if not images_nchw.is_floating_point():
-            raise TypeError(f"expected float RGB images in [0, 1], got {images_nchw.dtype}")
-        if images_nchw.numel() and (images_nchw.min() < -0.01 or images_nchw.max() > 1.01):
-            raise ValueError(f"expected RGB images in [0, 1], got values in [{float(images_nchw.min()):.2f}, "
-                             f"{float(images_nchw.max()):.2f}]: map dataset images with dataset.to_unit_range first")
+        check_unit_rgb(images_nchw)
         model = _judge_model(self.weights, self.seed, self.world_seed)
         x = to_input_range(images_nchw.detach().float().cpu().clamp(0.0, 1.0))
         if x.shape[-2:] != (self.image_size, self.image_size):

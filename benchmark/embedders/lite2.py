@@ -25,6 +25,7 @@ from torch import Tensor
 
 from benchmark.registry import EMBEDDERS
 from benchmark.zoo.efficientnet import LITE_MEAN, LITE_STD, input_size, load_lite
+from benchmark.embedders import check_unit_rgb
 
 MODEL = "efficientnet_lite2"
 
@@ -54,13 +55,7 @@ class Lite2Embedder:
     @torch.no_grad()
     def embed(self, images_nchw: Tensor) -> Tensor:
         """(N, 3, H, W) RGB images in [0, 1] -> (N, 1280) float embeddings on the CPU."""
-        if images_nchw.dim() != 4 or images_nchw.shape[1] != 3:
-            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images_nchw.shape)}")
-        if not images_nchw.is_floating_point():
-            raise TypeError(f"expected float RGB images in [0, 1], got {images_nchw.dtype}")
-        if images_nchw.numel() and (images_nchw.min() < -0.01 or images_nchw.max() > 1.01):
-            raise ValueError(f"expected RGB images in [0, 1], got values in [{float(images_nchw.min()):.2f}, "
-                             f"{float(images_nchw.max()):.2f}]: map dataset images with dataset.to_unit_range first")
+        check_unit_rgb(images_nchw)
         model = _lite2(self.weights)
         mean = torch.tensor(LITE_MEAN)[:, None, None]
         std = torch.tensor(LITE_STD)[:, None, None]
