@@ -291,16 +291,22 @@ def _shared_gradient(span: _Span, x: Tensor, z: Tensor, cotangents: Callable[[li
     return torch.cat(parts)
 
 
-def _gradient_attributions(model, layer, lower_layer, images, channels, chunk) -> Tensor:
-    """The ``gradient`` backend without extra forwards: one forward, seeds read from it."""
-    if images.dim() != 4 or images.shape[0] == 0:
-        raise ValueError(f"images must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
+def _leaf_pass(model, layer, lower_layer, images, channels):
+    """One forward with the lower layer's output as the leaf: (span, leaf x, layer output z,
+    seeds = z's positive part), after checking the channels and that the cut is complete."""
     span = _Span(model, layer, lower_layer, images)
     x, z = span.leaf_forward()
     for c in channels:
         check_channel(c, z.shape[1], layer)
     _check_cut(model, layer, lower_layer, images, x)
-    seeds = z.detach().clamp(min=0)
+    return span, x, z, z.detach().clamp(min=0)
+
+
+def _gradient_attributions(model, layer, lower_layer, images, channels, chunk) -> Tensor:
+    """The ``gradient`` backend without extra forwards: one forward, seeds read from it."""
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    span, x, z, seeds = _leaf_pass(model, layer, lower_layer, images, channels)
 
     def cotangents(chans: list[int]) -> Tensor:
         cot = torch.zeros((len(chans),) + tuple(z.shape), dtype=z.dtype, device=z.device)
@@ -391,12 +397,7 @@ def reference_attributions(model: nn.Module, layer: str, lower_layer: str | None
             where = {i: n for n, i in enumerate(batch)}
             users = [c for c, ids in wanted.items() if any(i in where for i in ids)]
             images = dataset.images(batch).to(device)
-            span = _Span(model, layer, lower_layer, images)
-            x, z = span.leaf_forward()
-            for c in users:
-                check_channel(c, z.shape[1], layer)
-            _check_cut(model, layer, lower_layer, images, x)
-            seeds = z.detach().clamp(min=0)
+            span, x, z, seeds = _leaf_pass(model, layer, lower_layer, images, users)
             masks = {c: torch.tensor([i in set(wanted[c]) for i in batch], device=z.device) for c in users}
 
             def cotangents(chans: list[int]) -> Tensor:

@@ -196,20 +196,24 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     return value
 
 
-def config_path(name_or_path: str | None) -> Path:
-    """A config by file path, or by name from the packaged configs folder."""
-    if name_or_path is None:
-        name_or_path = DEFAULT_CONFIG
-    path = Path(name_or_path)
+def packaged_toml(name: str, folder: Path, what: str) -> Path:
+    """A TOML file by path (a ``.toml`` name or an existing file), else ``folder/<name>.toml``;
+    a missing one is a FileNotFoundError naming the packaged ``what`` files."""
+    path = Path(name)
     if path.suffix == ".toml" or path.exists():
         if not path.exists():
-            raise FileNotFoundError(f"config file {path} does not exist")
+            raise FileNotFoundError(f"{what} file {path} does not exist")
         return path
-    packaged = CONFIG_DIR / f"{name_or_path}.toml"
+    packaged = folder / f"{name}.toml"
     if not packaged.exists():
-        available = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-        raise FileNotFoundError(f"no config named {name_or_path!r}; packaged configs: {', '.join(available)}")
+        available = sorted(p.stem for p in folder.glob("*.toml"))
+        raise FileNotFoundError(f"no {what} named {name!r}; packaged {what}s: {', '.join(available)}")
     return packaged
+
+
+def config_path(name_or_path: str | None) -> Path:
+    """A config by file path, or by name from the packaged configs folder."""
+    return packaged_toml(name_or_path or DEFAULT_CONFIG, CONFIG_DIR, "config")
 
 
 def load_config(name_or_path: str | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:

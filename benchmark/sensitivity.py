@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from benchmark.config import CONFIG_DIR, ConfigError
+from benchmark.config import CONFIG_DIR, ConfigError, packaged_toml
 
 SWEEP_DIR = CONFIG_DIR / "sweeps"
 DEFAULT_SWEEP_FILE = "sensitivity"
@@ -57,17 +57,7 @@ class SweepPlan:
 
 def sweep_path(name_or_path: str | None) -> Path:
     """A sweep file by path, or by name from ``benchmark/configs/sweeps``."""
-    name = name_or_path or DEFAULT_SWEEP_FILE
-    path = Path(name)
-    if path.suffix == ".toml" or path.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"sweep file {path} does not exist")
-        return path
-    packaged = SWEEP_DIR / f"{name}.toml"
-    if not packaged.exists():
-        known = sorted(p.stem for p in SWEEP_DIR.glob("*.toml"))
-        raise FileNotFoundError(f"no sweep file named {name!r}; packaged: {', '.join(known)}")
-    return packaged
+    return packaged_toml(name_or_path or DEFAULT_SWEEP_FILE, SWEEP_DIR, "sweep")
 
 
 def load_sweeps(name_or_path: str | None = None) -> SweepPlan:
