@@ -45,6 +45,7 @@ KINDS: dict[str, str] = {
     "world": "trained weights of the synthetic world's CNN and judge",
     "pure_attributions": "PURE attribution vectors of a channel's reference images",
     "functional_planting": "fine-tuned weights after the planted layer (functional planting)",
+    "pure_crop_boxes": "PURE crop boxes of a channel's shared reference pool (embedding separation)",
 }
 # Modules whose code computes an entry of a kind: their fingerprint is part of every key
 # (the world's weights add the model's module, see benchmark.world.training.WORLD_CODE).
@@ -52,6 +53,7 @@ KIND_CODE: dict[str, tuple[str, ...]] = {
     "capture": ("benchmark.capture", "benchmark.stats"),
     "pure_attributions": ("benchmark.attribution", "methods.pure"),
     "functional_planting": ("benchmark.functional_planting",),
+    "pure_crop_boxes": ("benchmark.crops", "benchmark.attribution", "metrics._crop_boxes"),
 }
 # Folders that may sit in the root but are not cache entries: listed, never cleared.
 PROVISIONED: dict[str, str] = {

@@ -166,22 +166,43 @@ def pure_box(heatmap_hw: Tensor, threshold: float = PURE_THRESHOLD, kernel_size:
     return top, bottom, left, right
 
 
-def crop(image_chw: Tensor, heatmap_hw: Tensor, threshold: float = PURE_THRESHOLD,
-         kernel_size: int = PURE_KERNEL, vis_threshold: float = PURE_VIS_THRESHOLD) -> Tensor:
-    """One image cropped by its heatmap as PURE's ``crop_and_mask_images``: the whole image
-    when the slice is empty, sums to zero, or holds no blurred heat above ``vis_threshold``."""
+def crop_box(image_chw: Tensor, heatmap_hw: Tensor, threshold: float = PURE_THRESHOLD,
+             kernel_size: int = PURE_KERNEL, vis_threshold: float = PURE_VIS_THRESHOLD) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` of the crop PURE's ``crop_and_mask_images`` keeps, clipped to
+    the image (as slicing clips it): the whole image when the slice is empty, sums to zero, or
+    holds no blurred heat above ``vis_threshold``."""
+    h, w = image_chw.shape[-2:]
     top, bottom, left, right = pure_box(heatmap_hw, threshold, kernel_size)
+    top, bottom, left, right = min(top, h), min(bottom, h), min(left, w), min(right, w)
     patch = image_chw[..., top:bottom, left:right]
     visible = blurred_abs(heatmap_hw, kernel_size)[top:bottom, left:right] > vis_threshold
-    return patch if patch.numel() and bool(patch.sum() != 0) and bool(visible.any()) else image_chw
+    keep = patch.numel() and bool(patch.sum() != 0) and bool(visible.any())
+    return (top, bottom, left, right) if keep else (0, h, 0, w)
+
+
+def crop(image_chw: Tensor, heatmap_hw: Tensor, threshold: float = PURE_THRESHOLD,
+         kernel_size: int = PURE_KERNEL, vis_threshold: float = PURE_VIS_THRESHOLD) -> Tensor:
+    """One image cropped by its heatmap as PURE's ``crop_and_mask_images`` (:func:`crop_box`)."""
+    top, bottom, left, right = crop_box(image_chw, heatmap_hw, threshold, kernel_size, vis_threshold)
+    return image_chw[..., top:bottom, left:right]
+
+
+def pure_boxes(model: nn.Module, layer: str, channel: int, images_nchw: Tensor, threshold: float = PURE_THRESHOLD,
+               kernel_size: int = PURE_KERNEL, composite=None, batch_size: int = 64) -> Tensor:
+    """(N, 4) long ``(top, bottom, left, right)`` crop boxes (:func:`crop_box`) of each image to
+    the receptive field of ``channel``'s maximally activating position, as PURE. Boxes, not
+    crops, are what the run caches: a crop is ``image[:, top:bottom, left:right]``."""
+    heat = lrp_heatmaps(model, layer, channel, images_nchw, composite=composite, batch_size=batch_size)
+    boxes = [crop_box(img.detach(), hm, threshold, kernel_size) for img, hm in zip(images_nchw, heat)]
+    return torch.tensor(boxes, dtype=torch.long).view(-1, 4)
 
 
 def pure_crops(model: nn.Module, layer: str, channel: int, images_nchw: Tensor, threshold: float = PURE_THRESHOLD,
                kernel_size: int = PURE_KERNEL, composite=None, batch_size: int = 64) -> list[Tensor]:
     """Native-size crops (a list of (C, h, w) tensors in the images' own space) of each image
     to the receptive field of ``channel``'s maximally activating position, as PURE."""
-    heat = lrp_heatmaps(model, layer, channel, images_nchw, composite=composite, batch_size=batch_size)
-    return [crop(img.detach(), hm, threshold, kernel_size) for img, hm in zip(images_nchw, heat)]
+    boxes = pure_boxes(model, layer, channel, images_nchw, threshold, kernel_size, composite, batch_size)
+    return [img.detach()[..., t:b, l:r] for img, (t, b, l, r) in zip(images_nchw, boxes.tolist())]
 
 
 def embed_native(embedder, crops: Sequence[Tensor], batch_size: int = 64) -> Tensor:

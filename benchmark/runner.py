@@ -126,8 +126,11 @@ class Runner:
                 t0 = time.perf_counter()
                 plans.append(build(env, self.config))
                 self.timings[f"plan_{name}_s"] = time.perf_counter() - t0
-        units = [(plan, method, target) for plan in plans for method in self.methods
-                 for target in (plan.targets if plan.kind == "split" else (None,))]
+        # target-major: every method of a target runs back to back, so the per-target memos
+        # (reference pool, PURE crops and their embeddings, original channel, planted parts)
+        # are computed once per target and not once per (method, target)
+        units = [(plan, method, target) for plan in plans
+                 for target in (plan.targets if plan.kind == "split" else (None,)) for method in self.methods]
         t0 = time.perf_counter()
         self.keys = [self._key(plan, method, target) for plan, method, target in units]
         prepare_units(units, self._unit_done, self.timer)

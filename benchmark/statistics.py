@@ -21,6 +21,7 @@ independent observations. Two methods are compared on the targets both have a va
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from typing import Iterable, Sequence
@@ -149,6 +150,9 @@ COMPARISON_COLUMNS = ["track", "metric", "column", "higher_is_better", "method_a
                       "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_holm", "significant", "better"]
 
 
+_BLOCKS: "dict[tuple, list[dict]]" = {}  # content digest of one column's values -> its comparisons
+
+
 def paired_comparisons(values: pd.DataFrame, seed: int = 0, n_boot: int = N_BOOT,
                        alpha: float = ALPHA) -> pd.DataFrame:
     """Every pair of methods for every (track, metric, column) with a direction.
@@ -157,34 +161,48 @@ def paired_comparisons(values: pd.DataFrame, seed: int = 0, n_boot: int = N_BOOT
     their means on those targets, ``diff`` = mean(a - b), its paired bootstrap CI, the
     exact sign-flip ``p`` (NaN below 2 common targets) and ``p_holm`` (Holm across the
     testable comparisons of that column). ``better`` names the method the direction
-    favours when ``p_holm < alpha``, else "tie".
+    favours when ``p_holm < alpha``, else "tie". Each column's block is memoised on the
+    CONTENT of its values (a run's leaderboards and its report test the same columns once).
     """
     records = []
     for (track, metric, column), g in values.groupby(["track", "metric", "column"], sort=False):
         higher = g["higher_is_better"].iloc[0]
         if higher is None or (isinstance(higher, float) and math.isnan(higher)):
             continue
-        wide = g.pivot_table(index=list(UNIT), columns="label", values="value", aggfunc="mean", sort=False)
-        block = []
-        for a, b in itertools.combinations(list(dict.fromkeys(g["label"])), 2):
-            both = wide[[a, b]].dropna()
-            d = (both[a] - both[b]).to_numpy()
-            testable = len(d) >= 2
-            lo, hi = bootstrap_ci(d, seed=seed, n_boot=n_boot) if testable else (math.nan, math.nan)
-            block.append(dict(track=track, metric=metric, column=column, higher_is_better=bool(higher),
-                              method_a=a, method_b=b, n_common=len(d),
-                              mean_a=float(both[a].mean()) if len(d) else math.nan,
-                              mean_b=float(both[b].mean()) if len(d) else math.nan,
-                              diff=float(d.mean()) if len(d) else math.nan, ci_low=lo, ci_high=hi,
-                              p=sign_flip_pvalue(d, seed=seed) if testable else math.nan))
-        adjusted = holm([r["p"] for r in block])
-        for r, ph in zip(block, adjusted):
-            r["p_holm"] = float(ph)
-            r["significant"] = bool(np.isfinite(ph) and ph < alpha and r["diff"] != 0)
-            a_wins = (r["diff"] > 0) == r["higher_is_better"]
-            r["better"] = (r["method_a"] if a_wins else r["method_b"]) if r["significant"] else "tie"
-        records += block
+        data = g[["label", *UNIT, "value"]]
+        digest = hashlib.sha256(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes()).hexdigest()
+        key = (track, metric, column, bool(higher), digest, seed, n_boot, alpha)
+        if key not in _BLOCKS:
+            if len(_BLOCKS) >= 512:
+                _BLOCKS.pop(next(iter(_BLOCKS)))
+            _BLOCKS[key] = _column_comparisons(g, track, metric, column, bool(higher), seed, n_boot, alpha)
+        records += [dict(r) for r in _BLOCKS[key]]
     return pd.DataFrame.from_records(records, columns=COMPARISON_COLUMNS)
+
+
+def _column_comparisons(g: pd.DataFrame, track: str, metric: str, column: str, higher: bool, seed: int,
+                        n_boot: int, alpha: float) -> list[dict]:
+    """The comparisons of one (track, metric, column): see :func:`paired_comparisons`."""
+    wide = g.pivot_table(index=list(UNIT), columns="label", values="value", aggfunc="mean", sort=False)
+    block = []
+    for a, b in itertools.combinations(list(dict.fromkeys(g["label"])), 2):
+        both = wide[[a, b]].dropna()
+        d = (both[a] - both[b]).to_numpy()
+        testable = len(d) >= 2
+        lo, hi = bootstrap_ci(d, seed=seed, n_boot=n_boot) if testable else (math.nan, math.nan)
+        block.append(dict(track=track, metric=metric, column=column, higher_is_better=higher,
+                          method_a=a, method_b=b, n_common=len(d),
+                          mean_a=float(both[a].mean()) if len(d) else math.nan,
+                          mean_b=float(both[b].mean()) if len(d) else math.nan,
+                          diff=float(d.mean()) if len(d) else math.nan, ci_low=lo, ci_high=hi,
+                          p=sign_flip_pvalue(d, seed=seed) if testable else math.nan))
+    adjusted = holm([r["p"] for r in block])
+    for r, ph in zip(block, adjusted):
+        r["p_holm"] = float(ph)
+        r["significant"] = bool(np.isfinite(ph) and ph < alpha and r["diff"] != 0)
+        a_wins = (r["diff"] > 0) == r["higher_is_better"]
+        r["better"] = (r["method_a"] if a_wins else r["method_b"]) if r["significant"] else "tie"
+    return block
 
 
 def leaders(means: dict[str, float], counts: dict[str, int], n_targets: int, higher: bool | None,

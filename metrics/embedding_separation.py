@@ -46,7 +46,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor
 
-from benchmark.crops import PURE_THRESHOLD, embed_native, pure_crops
+from benchmark.crops import PURE_THRESHOLD, embed_native
+from metrics._crop_boxes import pool_boxes
 from benchmark.registry import EMBEDDERS, FEATURE_VIS, METRICS
 from benchmark.types import Column, Context, NotApplicable, Split
 from metrics._common import batches
@@ -187,11 +188,13 @@ class EmbeddingSeparation:
         if hit is not None and hit[0] is context.model:
             _EMBED_MEMO.move_to_end(key)
             return hit[1]
+        boxes = pool_boxes(context, split.target.layer, split.target.channel, ids, self.crop_threshold)
         crops: list[Tensor] = []
+        done = 0
         for images, _ in batches(context.heldout, ids, context.batch_size, context.device):
-            crops += [context.heldout.to_unit_range(c[None])[0].cpu()
-                      for c in pure_crops(context.model, split.target.layer, split.target.channel, images,
-                                          threshold=self.crop_threshold, batch_size=context.batch_size)]
+            unit = context.heldout.to_unit_range(images).cpu()
+            crops += [img[..., t:b, l:r] for img, (t, b, l, r) in zip(unit, boxes[done:done + len(unit)].tolist())]
+            done += len(unit)
         with torch.no_grad():
             emb = embed_native(_build_embedder(name, args), crops, context.batch_size)
         _EMBED_MEMO[key] = (context.model, emb)

@@ -39,6 +39,7 @@ separation score), ``r2_split_p{q}``, ``r2_channel_p{q}``, ``corr_v{j}_p{q}``,
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -49,10 +50,36 @@ from sklearn.metrics import adjusted_rand_score
 
 from benchmark.registry import METRICS
 from benchmark.types import Column, Context, NotApplicable, PlantedTruth, Split
-from metrics._common import batches, original_channel, spatial_sum
+from benchmark.layers import channel_activation
+from metrics._common import batches, spatial_sum
 from metrics._pool import pool_labels, positive_sums, reference_pool
 
 PARTS = 2
+_MEMO: "OrderedDict[tuple, tuple[object, object, object, np.ndarray, np.ndarray, tuple]]" = OrderedDict()
+_MEMO_SIZE = 4
+
+
+def _channel_and_parts(context: Context, layer: str, channel: int, truth: PlantedTruth):
+    """(o, p, (H, W)): held-out spatial sums of the original channel (N,) and the planted parts
+    (N, 2), and the parts' map size; computed once per target (model, held-out data, truth)
+    for all its methods."""
+    key = (id(context.model), id(context.heldout), id(truth), layer, int(channel))
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is context.model and hit[1] is context.heldout and hit[2] is truth:
+        _MEMO.move_to_end(key)
+        return hit[3], hit[4], hit[5]
+    os_, ps, size = [], [], None
+    with torch.no_grad():
+        for images, _ in batches(context.heldout, torch.arange(len(context.heldout)), context.batch_size, context.device):
+            parts = truth.parts_fn(images)
+            size = tuple(parts.shape[-2:])
+            ps.append(spatial_sum(parts).double().cpu())
+            os_.append(spatial_sum(channel_activation(context.model, layer, channel, images)).double().cpu())
+    o, p = torch.cat(os_).numpy(), torch.cat(ps).numpy()
+    _MEMO[key] = (context.model, context.heldout, truth, o, p, size)
+    while len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return o, p, size
 
 
 def pearson_matrix(a_nj: np.ndarray, b_nq: np.ndarray) -> np.ndarray:
@@ -154,16 +181,18 @@ class PlantedRecovery:
         return out
 
     def _heldout(self, split: Split, context: Context, truth: PlantedTruth):
-        vs, os_, ps = [], [], []
+        """(v, o, p): spatial sums on every held-out image of the virtual neurons, the channel
+        and the planted parts; o and p depend on the target only (memoised across methods)."""
+        o, p, size = _channel_and_parts(context, split.target.layer, split.target.channel, truth)
+        vs = []
         with torch.no_grad():
             for images, _ in batches(context.heldout, torch.arange(len(context.heldout)), context.batch_size, context.device):
-                v, parts = split.activations(images), truth.parts_fn(images)
-                if v.shape[-2:] != parts.shape[-2:]:
-                    raise RuntimeError(f"{split.method}: virtual maps {tuple(v.shape)} and planted parts {tuple(parts.shape)} differ in size")
+                v = split.activations(images)
+                if tuple(v.shape[-2:]) != size:
+                    raise RuntimeError(f"{split.method}: virtual maps {tuple(v.shape)} and planted parts "
+                                       f"of size {size} differ in size")
                 vs.append(spatial_sum(v).double().cpu())
-                ps.append(spatial_sum(parts).double().cpu())
-                os_.append(spatial_sum(original_channel(context, split, images)).double().cpu())
-        return torch.cat(vs).numpy(), torch.cat(os_).numpy(), torch.cat(ps).numpy()
+        return torch.cat(vs).numpy(), o, p
 
     def _ari(self, split: Split, context: Context, truth: PlantedTruth) -> dict[str, float]:
         ids = reference_pool(context, split.target.layer, split.target.channel, self.pool_size)
