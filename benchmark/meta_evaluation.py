@@ -61,13 +61,20 @@ def _spearman_rows(m_bn: np.ndarray, t_bn: np.ndarray) -> np.ndarray:
     return np.divide((rm * rt).sum(1), denom, out=np.full(len(denom), np.nan), where=denom > 0)
 
 
-def _kendall_rows(m_bn: np.ndarray, t_bn: np.ndarray) -> np.ndarray:
+def _kendall_rows(m_bn: np.ndarray, t_bn: np.ndarray, chunk: int = 64) -> np.ndarray:
     """Kendall's tau-b of each row pair: sum sign(dm) sign(dt) / sqrt(sum dm^2 sum dt^2) over
-    pairs i < j (the tau-b of scipy.stats.kendalltau, ties counted as it does)."""
+    pairs i < j (the tau-b of scipy.stats.kendalltau, ties counted as it does). Signs are
+    int8 and rows go in chunks: a 1000-resample bootstrap of 444 rows stays in cache."""
     i, j = np.triu_indices(m_bn.shape[1], k=1)
-    sm, st = np.sign(m_bn[:, i] - m_bn[:, j]), np.sign(t_bn[:, i] - t_bn[:, j])
-    denom = np.sqrt((sm ** 2).sum(1) * (st ** 2).sum(1))
-    return np.divide((sm * st).sum(1), denom, out=np.full(len(denom), np.nan), where=denom > 0)
+    out = np.full(m_bn.shape[0], np.nan)
+    for s in range(0, m_bn.shape[0], chunk):
+        mb, tb = m_bn[s:s + chunk], t_bn[s:s + chunk]
+        sm = np.sign(mb[:, i] - mb[:, j]).astype(np.int8)
+        st = np.sign(tb[:, i] - tb[:, j]).astype(np.int8)
+        num = (sm * st).sum(1, dtype=np.int64).astype(float)
+        den = np.sqrt(np.abs(sm).sum(1, dtype=np.int64).astype(float) * np.abs(st).sum(1, dtype=np.int64))
+        out[s:s + chunk] = np.divide(num, den, out=np.full(len(den), np.nan), where=den > 0)
+    return out
 
 
 def rank_agreement(metric: np.ndarray, truth: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> dict[str, float]:

@@ -66,6 +66,14 @@ def test_holm_textbook():
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 0.5 * 2 = 1.0; monotone
 
 
+def test_holm_equals_statsmodels_on_random_p_values_with_ties():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 7, 40):
+        p = rng.uniform(0, 0.2, m).round(2)  # rounding makes ties
+        assert holm(p) == pytest.approx(multitest.multipletests(p, method="holm")[1], abs=1e-15)
+
+
 def results(per_method: dict[str, list[float]], hib="true", seeds=None, extra=None) -> pd.DataFrame:
     rows = []
     for method, values in per_method.items():
