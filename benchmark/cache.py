@@ -46,6 +46,7 @@ KINDS: dict[str, str] = {
     "pure_attributions": "PURE attribution vectors of a channel's reference images",
     "functional_planting": "fine-tuned weights after the planted layer (functional planting)",
     "pure_crop_boxes": "PURE crop boxes of a channel's shared reference pool (embedding separation)",
+    "fvis_embeddings": "embedded feature visualisations of one run unit's virtual neurons",
 }
 # Modules whose code computes an entry of a kind: their fingerprint is part of every key
 # (the world's weights add the model's module, see benchmark.world.training.WORLD_CODE).
@@ -54,6 +55,8 @@ KIND_CODE: dict[str, tuple[str, ...]] = {
     "pure_attributions": ("benchmark.attribution", "methods.pure"),
     "functional_planting": ("benchmark.functional_planting",),
     "pure_crop_boxes": ("benchmark.crops", "benchmark.attribution", "metrics._crop_boxes"),
+    "fvis_embeddings": ("benchmark.fvis._common", "benchmark.fvis._objectives", "benchmark.fvis.maco",
+                        "metrics.embedding_separation"),
 }
 # Folders that may sit in the root but are not cache entries: listed, never cleared.
 PROVISIONED: dict[str, str] = {

@@ -21,6 +21,7 @@ concept the mean response and relevance-filter share before and after the functi
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 from benchmark.capture import CaptureSpec, cached_capture
@@ -112,14 +113,21 @@ def planted_track(env: Environment, config: RunConfig):
                     targets.append(target)
                     contexts[target] = context
                     model_seeds[target] = seed
-    if not targets:
-        examples = "; ".join(f"seed {c['model_seed']} {c['layer']}#{c['channel']}: {c['reasons'][0]}"
-                             for c in candidates[:3])
-        raise ValueError(f"no planted candidate passed the validity filter ({len(candidates)} tried"
-                         f"{', e.g. ' + examples if examples else ''}); relax tracks.planted.min_* or plant "
-                         "in other layers")
     info = {"candidates": candidates, "accepted": len(targets), "rejected": len(candidates) - len(targets),
             "model_seeds": seeds, "layers": layers, "heldout_images": len(heldout), "accuracy": accuracies,
             "validity_rule": dataclasses.asdict(rule), "schedule": dataclasses.asdict(_schedule(config, seeds[0]))}
+    if not targets:
+        examples = "; ".join(f"seed {c['model_seed']} {c['layer']}#{c['channel']}: {c['reasons'][0]}"
+                             for c in candidates[:3])
+        message = (f"no planted candidate passed the validity filter ({len(candidates)} tried"
+                   f"{', e.g. ' + examples if examples else ''})")
+        if cfg.required:
+            raise ValueError(f"{message}; relax tracks.planted.min_* or plant in other layers "
+                             "(or set tracks.planted.required = false to run the other tracks without it)")
+        warnings.warn(f"planted track: {message}; the run goes on without planted targets "
+                      "(tracks.planted.required = false; every candidate and its reasons are in run.json)",
+                      stacklevel=2)
+        info["skipped"] = message
+        return TrackPlan("planted", "split", env.context(layers[0]), (), info)
     return TrackPlan("planted", "split", contexts[targets[0]], tuple(targets), info,
                      contexts=contexts, model_seeds=model_seeds)

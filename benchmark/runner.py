@@ -10,6 +10,7 @@ everything is validated (:mod:`benchmark.preflight`) before anything is written.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -198,7 +199,9 @@ class Runner:
         context = plan.context_of(target)
         try:
             with self.timer("fit", method.name):
-                split = memoized(method.instance.fit(context, target))  # metrics + trace share activations
+                split = method.instance.fit(context, target)
+            # metrics + trace share activations; the unit key lets metrics cache per-unit work
+            split = memoized(dataclasses.replace(split, info={**split.info, "unit_key": key}))
         except NotApplicable as why:
             return [r for m in metrics for r in self._not_applicable(plan, method, target, m, str(why))]
         if target == plan.targets[0]:

@@ -30,7 +30,10 @@ Columns:
   of as a concept split; synthetic world only;
 * ``separation_fvis`` -- with ``fvis_per_neuron > 0``: feature visualisations of each virtual
   neuron (``fvis_backend``, seeds 0..n-1 per neuron) embedded by ``embedder``, labelled by
-  their neuron (the mission's "CLIP distances on feature visualisations"); k = 1: 0.
+  their neuron (the mission's "CLIP distances on feature visualisations"); k = 1: 0. Inside
+  a run the embeddings are cached on disk (kind ``fvis_embeddings``) under the run's unit
+  key (config, seeds, code fingerprint, method and target): a rerun of the same config
+  renders nothing; any change of config or code renders again.
 
 Extras: ``baseline`` (overall), ``inter``, ``intra``, ``pool``, ``groups``, ``images_v{i}``,
 and the same with ``_fvis`` / ``_factors`` suffixes.
@@ -203,20 +206,32 @@ class EmbeddingSeparation:
         return emb
 
     def _fvis(self, split: Split, context: Context) -> dict[str, float]:
-        from benchmark.fvis._objectives import split_objective
-
         neurons = [i for i in range(split.k) for _ in range(self.fvis_per_neuron)]
         if split.k == 1:
             return {"separation_fvis": 0.0, "groups_fvis": 1.0}
+        compute = lambda: {"embeddings": self._fvis_embeddings(split, context, neurons)}  # noqa: E731
+        unit = split.info.get("unit_key")
+        if context.cache is None or not unit:
+            emb = compute()["embeddings"]
+        else:  # a run's unit key names its config, seeds, code, method and target
+            spec = {"unit": str(unit), "backend": self.fvis_backend, "args": [list(a) for a in self.fvis_args],
+                    "per_neuron": self.fvis_per_neuron, "embedder": self.embedder,
+                    "embedder_args": [list(a) for a in self.embedder_args], "seed": context.seed}
+            emb = context.cache.get_or_compute("fvis_embeddings", spec, compute)["embeddings"]
+        return scored(emb, torch.tensor(neurons, dtype=torch.long), "_fvis")
+
+    def _fvis_embeddings(self, split: Split, context: Context, neurons: list[int]) -> Tensor:
+        """(len(neurons), D) embeddings of feature visualisations of ``neurons`` (one image each)."""
+        from benchmark.fvis._objectives import split_objective
+
         backend = self._backend(context)
         with torch.enable_grad():
             rendering = backend.render(split_objective(split, neurons), len(neurons), context.fit.from_unit_range)
         images = rendering.images.detach().float().cpu().clamp(0, 1)
         embedder = _build_embedder(self.embedder, self.embedder_args)
         with torch.no_grad():
-            emb = torch.cat([embedder.embed(images[s:s + context.batch_size]).detach().double().cpu()
-                             for s in range(0, images.shape[0], context.batch_size)])
-        return scored(emb, torch.tensor(neurons, dtype=torch.long), "_fvis")
+            return torch.cat([embedder.embed(images[s:s + context.batch_size]).detach().double().cpu()
+                              for s in range(0, images.shape[0], context.batch_size)])
 
     def _backend(self, context: Context) -> Any:
         """The feature-visualisation backend; fills in the data's input size, the context's

@@ -117,6 +117,28 @@ def test_fvis_source_renders_per_neuron(small):
     assert out["images_v0_fvis"] == out["images_v1_fvis"] == 3
 
 
+def test_fvis_embeddings_are_cached_per_run_unit(small, tmp_path):
+    import dataclasses
+
+    from benchmark.cache import Cache
+
+    c = dataclasses.replace(ctx(), cache=Cache(tmp_path / "cache"))
+    metric = EmbeddingSeparation(embedder="small", pool_size=12, fvis_per_neuron=2,
+                                 fvis_args=(("steps", 2), ("image_size", 16)))
+    base = gated_split(lambda x: F.one_hot((x.mean((1, 2, 3)) > 0).long(), 2).float())
+    split = dataclasses.replace(base, info={"unit_key": "unit-a"})
+    first = metric.score(split, c)
+    rendered = [s for s in small.seen if s.shape == (4, 3, 16, 16)]
+    assert len(rendered) == 1 and c.cache.misses >= 1
+    again = EmbeddingSeparation(embedder="small", pool_size=12, fvis_per_neuron=2,
+                                fvis_args=(("steps", 2), ("image_size", 16))).score(split, c)
+    assert len([s for s in small.seen if s.shape == (4, 3, 16, 16)]) == 1  # nothing rendered again
+    assert again["separation_fvis"] == first["separation_fvis"]
+    metric.score(dataclasses.replace(base, info={"unit_key": "unit-b"}), c)  # another unit renders
+    assert len([s for s in small.seen if s.shape == (4, 3, 16, 16)]) == 2
+    assert len(list((tmp_path / "cache" / "fvis_embeddings").glob("*.safetensors"))) == 2
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="pairs"):
         EmbeddingSeparation(embedder_args=("arch",))

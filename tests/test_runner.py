@@ -181,6 +181,22 @@ def test_output_folder_of_a_different_config_is_refused(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
 
 
+def test_a_planted_track_without_valid_candidates_stops_the_run_unless_it_is_optional(tmp_path):
+    strict = {"tracks.layer.enabled": False, "tracks.detection.enabled": False, "tracks.pairs.enabled": False,
+              "figures.enabled": False, "methods": ["identity"], "metrics": ["activation_ratio"],
+              "tracks.planted.min_response": 1e9}  # no candidate can pass
+    with pytest.raises(ValueError, match="no planted candidate passed.*required = false"):
+        Runner(tiny_config(tmp_path, **strict), output_dir=tmp_path / "strict", progress=False).run()
+    optional = {**strict, "tracks.pairs.enabled": True, "tracks.planted.required": False}
+    with pytest.warns(UserWarning, match="without planted targets"):
+        out = Runner(tiny_config(tmp_path, **optional), output_dir=tmp_path / "optional", progress=False).run()
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["track"]) == {"pairs"}  # the other tracks ran
+    planted = json.loads((out / "run.json").read_text())["tracks"]["planted"]
+    assert planted["targets"] == 0 and planted["accepted"] == 0 and planted["candidates"]
+    assert "no planted candidate passed" in planted["skipped"]
+
+
 def test_bad_names_parameters_and_paths_are_specific_errors(tmp_path):
     with pytest.raises(UnknownNameError, match="unknown method 'pur'.*pure"):
         Runner(tiny_config(tmp_path, methods=["pur"]), output_dir=tmp_path / "a", progress=False)
