@@ -215,10 +215,11 @@ class Runner:
                 rows += self._not_applicable(plan, method, target, metric, str(why))
                 continue
             rows += self._value_rows(plan, method, target, metric, values)
-        from benchmark.traces import save_trace
+        from benchmark.traces import TRACED_TRACKS, save_trace
 
-        with self.timer("trace"):
-            save_trace(self.work / "traces" / f"{key}.pt", split, plan, context)
+        if plan.track in TRACED_TRACKS:
+            with self.timer("trace"):
+                save_trace(self.work / "traces" / f"{key}.pt", split, plan, context)
         return rows
 
     def _detection_rows(self, plan: TrackPlan, method: Plugin, _target: None, key: str) -> list[dict]:

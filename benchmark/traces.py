@@ -18,6 +18,10 @@ from benchmark.layers import channel_activation
 from benchmark.memo import ImageMemo
 from benchmark.types import Split
 
+# the tracks whose traces the figures read (density plots of pairs, recovery scatter of planted
+# targets); a layer-track trace has no concepts and no truth, and costs a pass over 512 images
+TRACED_TRACKS = ("pairs", "planted")
+
 
 def evaluation_indices(split: Split, heldout, max_images: int = 512) -> torch.Tensor:
     concepts = split.concepts or split.target.concepts
