@@ -47,6 +47,7 @@ KINDS: dict[str, str] = {
     "functional_planting": "fine-tuned weights after the planted layer (functional planting)",
     "pure_crop_boxes": "PURE crop boxes of a channel's shared reference pool (embedding separation)",
     "fvis_embeddings": "embedded feature visualisations of one run unit's virtual neurons",
+    "fvis_images": "feature visualisations of the fvis_grid figure (per run unit, or per channel)",
 }
 # Modules whose code computes an entry of a kind: their fingerprint is part of every key
 # (the world's weights add the model's module, see benchmark.world.training.WORLD_CODE).
@@ -57,6 +58,8 @@ KIND_CODE: dict[str, tuple[str, ...]] = {
     "pure_crop_boxes": ("benchmark.crops", "benchmark.attribution", "metrics._crop_boxes"),
     "fvis_embeddings": ("benchmark.fvis._common", "benchmark.fvis._objectives", "benchmark.fvis.maco",
                         "metrics.embedding_separation"),
+    "fvis_images": ("benchmark.fvis._common", "benchmark.fvis._objectives", "benchmark.fvis.maco",
+                    "benchmark.fvis.lucent_fv", "benchmark.figures"),
 }
 # Folders that may sit in the root but are not cache entries: listed, never cleared.
 PROVISIONED: dict[str, str] = {

@@ -24,6 +24,7 @@ import torch
 
 from benchmark import plots
 from benchmark.budget import StageTimer
+from benchmark.cache import model_fingerprint
 from benchmark.traces import load_trace
 from benchmark.types import NotApplicable
 
@@ -128,14 +129,24 @@ def _fvis_grid(fig_dir: Path, plan, methods, figures, fitted: _Fitted) -> list[P
     backend = FEATURE_VIS.get(figures.fvis_backend)(**options)
     context, target = plan.context, plan.targets[0]
     normalize = context.fit.from_unit_range
-    images = {"original": backend.render(channel_objective(context.model, target.layer, target.channel), 2,
-                                         normalize).images}
+    options = {"backend": figures.fvis_backend, **options}
+
+    def rendered(key: dict, objective, num: int) -> torch.Tensor:
+        """Renderings cached under ``key`` (kind ``fvis_images``): a rerun draws, not renders."""
+        compute = lambda: {"images": backend.render(objective, num, normalize).images}  # noqa: E731
+        if context.cache is None or key is None:
+            return compute()["images"]
+        return context.cache.get_or_compute("fvis_images", {**key, **options, "num": num}, compute)["images"]
+
+    original = {"model": model_fingerprint(context.model), "layer": target.layer, "channel": target.channel}
+    images = {"original": rendered(original, channel_objective(context.model, target.layer, target.channel), 2)}
     for m in methods:
         try:
             split = fitted.get(plan, m)
         except NotApplicable:
             continue
-        images[m.name] = backend.render(split_objective(split), split.k, normalize).images
+        unit = split.info.get("unit_key")  # the run's unit: config, seeds, code, method, target
+        images[m.name] = rendered({"unit": unit} if unit else None, split_objective(split), split.k)
     return plots.fvis_grid(images, fig_dir / "fvis_grid", title=f"{target.key} ({figures.fvis_backend})")
 
 

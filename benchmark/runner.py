@@ -217,7 +217,7 @@ class Runner:
             rows += self._value_rows(plan, method, target, metric, values)
         from benchmark.traces import TRACED_TRACKS, save_trace
 
-        if plan.track in TRACED_TRACKS:
+        if plan.track in TRACED_TRACKS and target == plan.targets[0]:  # what the figures read
             with self.timer("trace"):
                 save_trace(self.work / "traces" / f"{key}.pt", split, plan, context)
         return rows

@@ -18,8 +18,8 @@ from benchmark.layers import channel_activation
 from benchmark.memo import ImageMemo
 from benchmark.types import Split
 
-# the tracks whose traces the figures read (density plots of pairs, recovery scatter of planted
-# targets); a layer-track trace has no concepts and no truth, and costs a pass over 512 images
+# the tracks whose traces the figures read (density plots of the first pairs target, recovery
+# scatter of the first planted target): a run saves the traces of those first targets only
 TRACED_TRACKS = ("pairs", "planted")
 
 
