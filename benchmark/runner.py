@@ -109,9 +109,12 @@ class Runner:
 
     # -- execution -----------------------------------------------------------------------
     def run(self) -> Path:
+        from benchmark.progress import progress_bars
+
         self.work = self.folder.open()  # locked until finished or failed
         try:
-            self._execute()
+            with progress_bars(self.progress):  # also for work started deep inside metrics
+                self._execute()
             return self.folder.finish()
         finally:
             self.folder.close()

@@ -33,9 +33,10 @@ def to_input_range(unit_nchw: Tensor) -> Tensor:
 
 @functools.lru_cache(maxsize=4)
 def _judge_model(weights: str | None, seed: int, world_seed: int):
+    from benchmark.progress import enabled
     from benchmark.world.judge import load_judge
 
-    return load_judge(weights=weights, seed=seed, world_seed=world_seed)
+    return load_judge(weights=weights, seed=seed, world_seed=world_seed, progress=enabled())
 
 
 @EMBEDDERS.register("judge")
