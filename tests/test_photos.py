@@ -84,6 +84,12 @@ def test_composites_are_deterministic_and_labelled_by_source(photos):
         assert train.source(i) in split_stamps("train")[int(train.labels[i])]
     unit = train.to_unit_range(a[None])
     assert 0.0 <= float(unit.min()) and float(unit.max()) <= 1.0
+    # the in-memory memo of composites hands out copies: a caller's edit never reaches it
+    a.zero_()
+    again, _ = train[5]
+    assert torch.equal(again, b) and not torch.equal(again, a)
+    fresh = type(train)(train.root, split="train", per_class=2, image_size=224)
+    assert torch.equal(fresh[5][0], b)  # a new dataset (empty memo) composes the same image
 
 
 def test_surgery_on_conv_head_leaves_lite0_logits_unchanged(photos):
