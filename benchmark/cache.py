@@ -53,9 +53,9 @@ KINDS: dict[str, str] = {
 # (the world's weights add the model's module, see benchmark.world.training.WORLD_CODE).
 KIND_CODE: dict[str, tuple[str, ...]] = {
     "capture": ("benchmark.capture", "benchmark.stats"),
-    "pure_attributions": ("benchmark.attribution", "methods.pure"),
+    "pure_attributions": ("benchmark.attribution", "benchmark.attribution_backends", "methods.pure"),
     "functional_planting": ("benchmark.functional_planting",),
-    "pure_crop_boxes": ("benchmark.crops", "benchmark.attribution", "metrics._crop_boxes"),
+    "pure_crop_boxes": ("benchmark.crops", "benchmark.attribution_backends", "metrics._crop_boxes"),
     "fvis_embeddings": ("benchmark.fvis._common", "benchmark.fvis._objectives", "benchmark.fvis.maco",
                         "metrics.embedding_separation"),
     "fvis_images": ("benchmark.fvis._common", "benchmark.fvis._objectives", "benchmark.fvis.maco",
