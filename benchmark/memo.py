@@ -11,12 +11,17 @@ dtype), never by object identity, so sub-batches and copies hit.
 Only calls without autograd are memoised (feature visualisation differentiates through
 the split and bypasses the memo). ``fn`` must treat the images of a batch independently
 (a model in eval mode does).
+
+:class:`ObjectMemo` is the other memo of a run: a small LRU of values computed for LIVE
+objects (a model, a held-out dataset, a planted truth), shared by every method of a target
+(reference pool, crop boxes and their embeddings, original channel and planted parts).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Callable
+from collections import OrderedDict
+from typing import Any, Callable, Hashable
 
 import torch
 from torch import Tensor
@@ -64,3 +69,33 @@ def memoized(split: Split) -> Split:
     """A copy of ``split`` whose virtual and residual functions share per-image memos."""
     residual = None if split.residual_fn is None else ImageMemo(split.residual_fn)
     return dataclasses.replace(split, virtual_fn=ImageMemo(split.virtual_fn), residual_fn=residual)
+
+
+class ObjectMemo:
+    """A small LRU of values computed for live objects (see module docstring).
+
+    ``get(objects, key, compute)``: the entry is keyed by the ids of ``objects`` and ``key``,
+    and keeps the objects themselves, so a hit needs the very same objects (an id reused
+    after garbage collection never hits); the ``size`` most recently used entries stay."""
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.size = size
+        self.store: "OrderedDict[tuple, tuple[tuple, Any]]" = OrderedDict()
+
+    def get(self, objects: tuple, key: tuple[Hashable, ...], compute: Callable[[], Any]) -> Any:
+        full = tuple(id(o) for o in objects) + tuple(key)
+        hit = self.store.get(full)
+        if hit is not None and len(hit[0]) == len(objects) and all(a is b for a, b in zip(hit[0], objects)):
+            self.store.move_to_end(full)
+            return hit[1]
+        value = compute()
+        self.store[full] = (tuple(objects), value)
+        self.store.move_to_end(full)
+        while len(self.store) > self.size:
+            self.store.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self.store.clear()

@@ -7,30 +7,27 @@ channel (the gating recomposition of DESIGN.md).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from benchmark.layers import channel_activation
-from benchmark.memo import ImageMemo
+from benchmark.memo import ImageMemo, ObjectMemo
 from benchmark.types import Split, Target
 
-# (id(model), layer, channel) -> (model, per-image memo of the channel's map): every gating
-# method of a target multiplies the SAME original map, so a run computes it once per image
-_CHANNEL_MEMOS: "OrderedDict[tuple, tuple[nn.Module, Callable[[Tensor], Tensor]]]" = OrderedDict()
-_CHANNEL_MEMO_SIZE = 4
+# (model, layer, channel) -> per-image memo of the channel's map: every gating method of a
+# target multiplies the SAME original map, so a run computes it once per image
+_CHANNEL_MEMOS = ObjectMemo(4)
 
 
 def shared_channel_map(model: nn.Module, layer: str, channel: int) -> Callable[[Tensor], Tensor]:
     """``images -> (N, H, W)`` map of the channel, memoised per image (in no-grad mode) and
     shared by every split of the same (model, layer, channel)."""
-    key = (id(model), layer, int(channel))
-    hit = _CHANNEL_MEMOS.get(key)
-    if hit is not None and hit[0] is model:
-        _CHANNEL_MEMOS.move_to_end(key)
-        return hit[1]
+    return _CHANNEL_MEMOS.get((model,), (layer, int(channel)), lambda: _channel_map(model, layer, channel))
+
+
+def _channel_map(model: nn.Module, layer: str, channel: int) -> Callable[[Tensor], Tensor]:
     memo = ImageMemo(lambda images: channel_activation(model, layer, channel, images))
 
     def channel_map(images: Tensor) -> Tensor:
@@ -38,9 +35,6 @@ def shared_channel_map(model: nn.Module, layer: str, channel: int) -> Callable[[
             return channel_activation(model, layer, channel, images)
         return memo(images)
 
-    _CHANNEL_MEMOS[key] = (model, channel_map)
-    while len(_CHANNEL_MEMOS) > _CHANNEL_MEMO_SIZE:
-        _CHANNEL_MEMOS.popitem(last=False)
     return channel_map
 
 

@@ -8,18 +8,16 @@ them. Boxes rather than crops are stored: four integers per image, the crop is a
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 from torch import Tensor
 
 from benchmark.cache import model_fingerprint
 from benchmark.crops import pure_boxes
+from benchmark.memo import ObjectMemo
 from benchmark.types import Context
 from metrics._common import batches
 
-_MEMO: "OrderedDict[tuple, tuple[object, Tensor]]" = OrderedDict()
-_MEMO_SIZE = 8
+_MEMO = ObjectMemo(8)  # (model, held-out data) -> boxes of a pool
 
 
 def _compute(context: Context, layer: str, channel: int, ids: Tensor, threshold: float) -> Tensor:
@@ -33,20 +31,14 @@ def _compute(context: Context, layer: str, channel: int, ids: Tensor, threshold:
 def pool_boxes(context: Context, layer: str, channel: int, ids: Tensor, threshold: float) -> Tensor:
     """(len(ids), 4) long ``(top, bottom, left, right)`` boxes of the pool images ``ids`` of
     ``context.heldout`` (memoised in the process and, with ``context.cache``, on disk)."""
-    key = (id(context.model), id(context.heldout), layer, int(channel), tuple(ids.tolist()), float(threshold))
-    hit = _MEMO.get(key)
-    if hit is not None and hit[0] is context.model:
-        _MEMO.move_to_end(key)
-        return hit[1]
+    key = (layer, int(channel), tuple(ids.tolist()), float(threshold))
+    return _MEMO.get((context.model, context.heldout), key, lambda: _cached(context, layer, channel, ids, threshold))
+
+
+def _cached(context: Context, layer: str, channel: int, ids: Tensor, threshold: float) -> Tensor:
     compute = lambda: {"boxes": _compute(context, layer, channel, ids, threshold)}  # noqa: E731
     if context.cache is None:
-        boxes = compute()["boxes"]
-    else:
-        spec = {"model": model_fingerprint(context.model), "dataset": context.heldout.fingerprint,
-                "layer": layer, "channel": int(channel), "ids": [int(i) for i in ids],
-                "threshold": float(threshold)}
-        boxes = context.cache.get_or_compute("pure_crop_boxes", spec, compute)["boxes"].long()
-    _MEMO[key] = (context.model, boxes)
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.popitem(last=False)
-    return boxes
+        return compute()["boxes"]
+    spec = {"model": model_fingerprint(context.model), "dataset": context.heldout.fingerprint,
+            "layer": layer, "channel": int(channel), "ids": [int(i) for i in ids], "threshold": float(threshold)}
+    return context.cache.get_or_compute("pure_crop_boxes", spec, compute)["boxes"].long()

@@ -18,26 +18,24 @@ lets labels leak into the score.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 from torch import Tensor
 
 from benchmark.layers import check_channel, eval_mode, layer_activations
+from benchmark.memo import ObjectMemo
 from benchmark.types import Context, NotApplicable, Split
 from metrics._common import batches, spatial_sum
 
-_MEMO: "OrderedDict[tuple, tuple[object, object, Tensor]]" = OrderedDict()
-_MEMO_SIZE = 4
+_MEMO = ObjectMemo(4)  # (model, held-out data) -> max activations of a layer
 
 
 def heldout_max_activations(context: Context, layer: str) -> Tensor:
     """(N_heldout, C) maximum spatial activation of every channel of ``layer`` (memoised)."""
-    key = (id(context.model), id(context.heldout), layer, str(context.device))
-    hit = _MEMO.get(key)
-    if hit is not None and hit[0] is context.model and hit[1] is context.heldout:
-        _MEMO.move_to_end(key)
-        return hit[2]
+    return _MEMO.get((context.model, context.heldout), (layer, str(context.device)),
+                     lambda: _max_activations(context, layer))
+
+
+def _max_activations(context: Context, layer: str) -> Tensor:
     rows = []
     with torch.no_grad(), eval_mode(context.model):
         for images, _ in batches(context.heldout, torch.arange(len(context.heldout)), context.batch_size, context.device):
@@ -45,11 +43,7 @@ def heldout_max_activations(context: Context, layer: str) -> Tensor:
             if z.dim() != 4:
                 raise ValueError(f"layer {layer!r} outputs shape {tuple(z.shape)}; the pool needs (N, C, H, W) maps")
             rows.append(z.flatten(2).amax(-1).float().cpu())
-    value = torch.cat(rows)
-    _MEMO[key] = (context.model, context.heldout, value)
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.popitem(last=False)
-    return value
+    return torch.cat(rows)
 
 
 def reference_pool(context: Context, layer: str, channel: int, n: int = 100) -> Tensor:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
@@ -50,14 +49,14 @@ import torch
 from torch import Tensor
 
 from benchmark.crops import PURE_THRESHOLD, embed_native
-from metrics._crop_boxes import pool_boxes
+from benchmark.memo import ObjectMemo
 from benchmark.registry import EMBEDDERS, FEATURE_VIS, METRICS
 from benchmark.types import Column, Context, NotApplicable, Split
 from metrics._common import batches
+from metrics._crop_boxes import pool_boxes
 from metrics._pool import pool_labels, reference_pool
 
-_EMBED_MEMO: "OrderedDict[tuple, tuple[Any, Tensor]]" = OrderedDict()
-_MEMO_SIZE = 16
+_EMBED_MEMO = ObjectMemo(16)  # (model, held-out data) -> pool embeddings per embedder
 
 
 def separation(embeddings: Tensor, groups: Sequence[int] | Tensor) -> tuple[float, float, float]:
@@ -185,12 +184,12 @@ class EmbeddingSeparation:
     def pool_embeddings(self, context: Context, split: Split, ids: Tensor, name: str,
                         args: tuple[tuple[str, Any], ...]) -> Tensor:
         """(n, D) embeddings of the pool's PURE crops (memoised per channel and embedder)."""
-        key = (id(context.model), id(context.heldout), split.target.layer, split.target.channel,
-               tuple(ids.tolist()), self.crop_threshold, name, args)
-        hit = _EMBED_MEMO.get(key)
-        if hit is not None and hit[0] is context.model:
-            _EMBED_MEMO.move_to_end(key)
-            return hit[1]
+        key = (split.target.layer, split.target.channel, tuple(ids.tolist()), self.crop_threshold, name, args)
+        return _EMBED_MEMO.get((context.model, context.heldout), key,
+                               lambda: self._embed_pool(context, split, ids, name, args))
+
+    def _embed_pool(self, context: Context, split: Split, ids: Tensor, name: str,
+                    args: tuple[tuple[str, Any], ...]) -> Tensor:
         boxes = pool_boxes(context, split.target.layer, split.target.channel, ids, self.crop_threshold)
         crops: list[Tensor] = []
         done = 0
@@ -199,11 +198,7 @@ class EmbeddingSeparation:
             crops += [img[..., t:b, l:r] for img, (t, b, l, r) in zip(unit, boxes[done:done + len(unit)].tolist())]
             done += len(unit)
         with torch.no_grad():
-            emb = embed_native(_build_embedder(name, args), crops, context.batch_size)
-        _EMBED_MEMO[key] = (context.model, emb)
-        while len(_EMBED_MEMO) > _MEMO_SIZE:
-            _EMBED_MEMO.popitem(last=False)
-        return emb
+            return embed_native(_build_embedder(name, args), crops, context.batch_size)
 
     def _fvis(self, split: Split, context: Context) -> dict[str, float]:
         neurons = [i for i in range(split.k) for _ in range(self.fvis_per_neuron)]

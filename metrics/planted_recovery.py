@@ -39,7 +39,6 @@ separation score), ``r2_split_p{q}``, ``r2_channel_p{q}``, ``corr_v{j}_p{q}``,
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -48,26 +47,26 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
+from benchmark.layers import channel_activation
+from benchmark.memo import ObjectMemo
 from benchmark.registry import METRICS
 from benchmark.types import Column, Context, NotApplicable, PlantedTruth, Split
-from benchmark.layers import channel_activation
 from metrics._common import batches, spatial_sum
 from metrics._pool import pool_labels, positive_sums, reference_pool
 
 PARTS = 2
-_MEMO: "OrderedDict[tuple, tuple[object, object, object, np.ndarray, np.ndarray, tuple]]" = OrderedDict()
-_MEMO_SIZE = 4
+_MEMO = ObjectMemo(4)  # (model, held-out data, truth) -> (o, p, size)
 
 
 def _channel_and_parts(context: Context, layer: str, channel: int, truth: PlantedTruth):
     """(o, p, (H, W)): held-out spatial sums of the original channel (N,) and the planted parts
     (N, 2), and the parts' map size; computed once per target (model, held-out data, truth)
     for all its methods."""
-    key = (id(context.model), id(context.heldout), id(truth), layer, int(channel))
-    hit = _MEMO.get(key)
-    if hit is not None and hit[0] is context.model and hit[1] is context.heldout and hit[2] is truth:
-        _MEMO.move_to_end(key)
-        return hit[3], hit[4], hit[5]
+    return _MEMO.get((context.model, context.heldout, truth), (layer, int(channel)),
+                     lambda: _sums(context, layer, channel, truth))
+
+
+def _sums(context: Context, layer: str, channel: int, truth: PlantedTruth):
     os_, ps, size = [], [], None
     with torch.no_grad():
         for images, _ in batches(context.heldout, torch.arange(len(context.heldout)), context.batch_size, context.device):
@@ -75,11 +74,7 @@ def _channel_and_parts(context: Context, layer: str, channel: int, truth: Plante
             size = tuple(parts.shape[-2:])
             ps.append(spatial_sum(parts).double().cpu())
             os_.append(spatial_sum(channel_activation(context.model, layer, channel, images)).double().cpu())
-    o, p = torch.cat(os_).numpy(), torch.cat(ps).numpy()
-    _MEMO[key] = (context.model, context.heldout, truth, o, p, size)
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.popitem(last=False)
-    return o, p, size
+    return torch.cat(os_).numpy(), torch.cat(ps).numpy(), size
 
 
 def pearson_matrix(a_nj: np.ndarray, b_nq: np.ndarray) -> np.ndarray:

@@ -46,3 +46,27 @@ def test_memoized_surgery_split_computes_each_image_once():
     with torch.no_grad():
         torch.testing.assert_close(d, fresh.activations(x), atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(res, fresh.residual(x[3:7]), atol=1e-6, rtol=1e-6)
+
+
+def test_object_memo_hits_only_for_the_same_live_objects_and_keeps_the_newest():
+    from benchmark.memo import ObjectMemo
+
+    memo, calls = ObjectMemo(2), []
+
+    def compute(tag):
+        calls.append(tag)
+        return tag
+
+    a, b = object(), object()
+    assert memo.get((a,), ("k",), lambda: compute("a-k")) == "a-k"
+    assert memo.get((a,), ("k",), lambda: compute("again")) == "a-k"  # hit: same object, same key
+    assert memo.get((b,), ("k",), lambda: compute("b-k")) == "b-k"  # another object: computed
+    assert memo.get((a,), ("k",), lambda: compute("again")) == "a-k"  # (a, k) is now the most recent
+    assert memo.get((a,), ("j",), lambda: compute("a-j")) == "a-j"  # evicts the least recent (b, k)
+    assert memo.get((b,), ("k",), lambda: compute("b-k2")) == "b-k2"
+    assert calls == ["a-k", "b-k", "a-j", "b-k2"]
+    # an entry whose object died never serves a new object that reuses its id
+    memo.store[(id(a), "k")] = ((object(),), "stale")
+    assert memo.get((a,), ("k",), lambda: compute("fresh")) == "fresh"
+    memo.clear()
+    assert not memo.store
