@@ -60,3 +60,27 @@ def tiny_context(layer: str = "conv2", n: int = 48, num_classes: int = 4, seed: 
     stats = capture(model, fit, CaptureSpec(layer, top_k=top_k, tau=tau), progress=False)
     return Context(model=model, model_name="tiny", layer=layer, fit=fit, heldout=heldout,
                    stats=stats, batch_size=16, seed=seed)
+
+
+def planted_world_context(world_model, world_val, fit: range, heldout: range, num_pairs: int, batch_size: int):
+    """(context, targets): ``num_pairs`` plainly planted channels of the trained world CNN at its
+    default layer (partners from unrelated class groups, each part's concept its channel's top
+    class), fit and held-out data the given index ranges of ``world_val``."""
+    from benchmark.capture import CaptureSpec, capture
+    from benchmark.datasets import Subset
+    from benchmark.planting import choose_channel_pairs, class_selectivity, plant
+    from benchmark.types import Context, Target
+    from benchmark.world import DEFAULT_LAYER, WORLD_CLASSES
+
+    layer = DEFAULT_LAYER
+    fit_data, heldout_data = Subset(world_val, fit), Subset(world_val, heldout)
+    group = {c.info.index: c.group for c in WORLD_CLASSES}
+    base = capture(world_model, fit_data, CaptureSpec(layer, tau=None), progress=False)
+    pairs = choose_channel_pairs(base, num_pairs, unrelated=lambda s, t: group[s] != group[t])
+    top = {s.channel: s.top_class for s in class_selectivity(base)}
+    classes = [((top[a],), (top[b],)) for a, b in pairs]
+    model, truth = plant(world_model, layer, pairs, classes=classes)
+    stats = capture(model, fit_data, CaptureSpec(layer, top_k=100, tau=0.03), progress=False)
+    ctx = Context(model=model, model_name="world_cnn", layer=layer, fit=fit_data, heldout=heldout_data,
+                  stats=stats, batch_size=batch_size, planted=truth)
+    return ctx, [Target("world_cnn", layer, a, concepts=c) for (a, _), c in zip(pairs, classes)]

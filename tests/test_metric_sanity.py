@@ -36,24 +36,9 @@ def test_every_split_metric_declares_its_calibration(name):
 
 @pytest.fixture(scope="module")
 def planted(world_model, world_val):
-    from benchmark.capture import CaptureSpec, capture
-    from benchmark.datasets import Subset
-    from benchmark.planting import choose_channel_pairs, class_selectivity, plant
-    from benchmark.types import Context, Target
-    from benchmark.world import DEFAULT_LAYER, WORLD_CLASSES
+    from tests.fakes import planted_world_context
 
-    layer = DEFAULT_LAYER
-    fit, heldout = Subset(world_val, range(1000)), Subset(world_val, range(1000, 1600))
-    group = {c.info.index: c.group for c in WORLD_CLASSES}
-    base = capture(world_model, fit, CaptureSpec(layer, tau=None), progress=False)
-    pairs = choose_channel_pairs(base, 2, unrelated=lambda s, t: group[s] != group[t])
-    top = {s.channel: s.top_class for s in class_selectivity(base)}
-    classes = [((top[a],), (top[b],)) for a, b in pairs]
-    model, truth = plant(world_model, layer, pairs, classes=classes)
-    stats = capture(model, fit, CaptureSpec(layer, top_k=100, tau=0.03), progress=False)
-    ctx = Context(model=model, model_name="world_cnn", layer=layer, fit=fit, heldout=heldout,
-                  stats=stats, batch_size=200, planted=truth)
-    return ctx, [Target("world_cnn", layer, a, concepts=c) for (a, _), c in zip(pairs, classes)]
+    return planted_world_context(world_model, world_val, range(1000), range(1000, 1600), num_pairs=2, batch_size=200)
 
 
 def _metric(name):

@@ -22,11 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.datasets import Subset
-from benchmark.planting import choose_channel_pairs, class_selectivity, plant
 from benchmark.registry import METHODS
 from benchmark.types import Context, Target
+from tests.fakes import planted_world_context
 
 PUBLISHED = ("arv_surgery", "pure", "activation_clustering", "activation_kmeans")
 NUM_PAIRS, FIT, HELDOUT, RANDOM_SEEDS = 3, 2000, 1000, range(5)
@@ -58,21 +56,8 @@ def test_separation_known_answers():
 
 @pytest.fixture(scope="module")
 def planted_world(world_model, world_val):
-    from benchmark.world import DEFAULT_LAYER, WORLD_CLASSES
-
-    layer = DEFAULT_LAYER
-    fit, heldout = Subset(world_val, range(FIT)), Subset(world_val, range(FIT, FIT + HELDOUT))
-    group = {c.info.index: c.group for c in WORLD_CLASSES}
-    base_stats = capture(world_model, fit, CaptureSpec(layer, tau=None), progress=False)
-    pairs = choose_channel_pairs(base_stats, NUM_PAIRS, unrelated=lambda s, t: group[s] != group[t])
-    top = {s.channel: s.top_class for s in class_selectivity(base_stats)}
-    classes = [((top[a],), (top[b],)) for a, b in pairs]
-    model, truth = plant(world_model, layer, pairs, classes=classes)
-    stats = capture(model, fit, CaptureSpec(layer, top_k=100, tau=0.03), progress=False)
-    ctx = Context(model=model, model_name="world_cnn", layer=layer, fit=fit, heldout=heldout,
-                  stats=stats, batch_size=250, planted=truth)
-    targets = [Target("world_cnn", layer, a, concepts=c) for (a, _), c in zip(pairs, classes)]
-    return ctx, targets
+    return planted_world_context(world_model, world_val, range(FIT), range(FIT, FIT + HELDOUT), NUM_PAIRS,
+                                 batch_size=250)
 
 
 def mean_separation(method, ctx: Context, targets: list[Target]) -> float:
