@@ -129,14 +129,14 @@ def _fvis_grid(fig_dir: Path, plan, methods, figures, fitted: _Fitted) -> list[P
     backend = FEATURE_VIS.get(figures.fvis_backend)(**options)
     context, target = plan.context, plan.targets[0]
     normalize = context.fit.from_unit_range
-    options = {"backend": figures.fvis_backend, **options}
+    settings = {"backend": figures.fvis_backend, **options}  # part of every cache key
 
     def rendered(key: dict, objective, num: int) -> torch.Tensor:
         """Renderings cached under ``key`` (kind ``fvis_images``): a rerun draws, not renders."""
         compute = lambda: {"images": backend.render(objective, num, normalize).images}  # noqa: E731
         if context.cache is None or key is None:
             return compute()["images"]
-        return context.cache.get_or_compute("fvis_images", {**key, **options, "num": num}, compute)["images"]
+        return context.cache.get_or_compute("fvis_images", {**key, **settings, "num": num}, compute)["images"]
 
     original = {"model": model_fingerprint(context.model), "layer": target.layer, "channel": target.channel}
     images = {"original": rendered(original, channel_objective(context.model, target.layer, target.channel), 2)}
