@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 wordnet: $(STAMP)
-	@$(PY) -m benchmark.wordnet_setup
+	@$(PY) -m benchmark.sources.wordnet_setup
 
 photos: $(STAMP)
-	@$(PY) -m benchmark.photos.setup
+	@$(PY) -m benchmark.sources.photos.setup
 
 setup: $(STAMP) wordnet photos
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from typing import Callable
+
+from benchmark.core.errors import InputError, MissingFileError, PolysemyError, blamed_plugin
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -32,7 +35,7 @@ def _list_args(p: argparse.ArgumentParser) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from benchmark.registry import ALL_REGISTRIES, UnknownNameError
+    from benchmark.core.registry import ALL_REGISTRIES, UnknownNameError
 
     names = [args.registry] if args.registry else list(ALL_REGISTRIES)
     for name in names:
@@ -59,16 +62,16 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from benchmark.cache import Cache, check_kind
-    from benchmark.cache_admin import folders
+    from benchmark.storage.cache import Cache, check_kind
+    from benchmark.storage.cache_admin import clear, entries, folders, verify
 
     cache = Cache(args.root)
     if args.action == "clear":
-        n = cache.clear(args.kind)
+        n = clear(cache, args.kind)
         print(f"removed {n} cache file(s) of {args.kind or 'every kind'} from {cache.root}")
         return 0
     if args.action == "verify":
-        checked, problems = cache.verify(remove=args.remove)
+        checked, problems = verify(cache, remove=args.remove)
         for p in problems:
             print(f"  {p.entry.kind:<18} {p.entry.path.name}: {p.reason}{' (removed)' if args.remove else ''}")
         print(f"verified {checked} entr{'y' if checked == 1 else 'ies'} in {cache.root}: {len(problems)} failed"
@@ -80,7 +83,7 @@ def _cache(args: argparse.Namespace) -> int:
         if kinds and f.name not in kinds:
             continue
         print(f"{f.name:<18} {f.role:<12} {f.entries:5d} entries {f.bytes / 1e6:9.2f} MB  {f.description}")
-        for e in cache.entries([f.name]) if f.role == "kind" else ():
+        for e in entries(cache, [f.name]) if f.role == "kind" else ():
             what = ", ".join(f"{k}={e.spec[k]}" for k in ("name", "model", "layer", "dataset", "top_k", "tau", "seed")
                              if k in e.spec)
             print(f"  {e.key[:12]}  {e.bytes / 1e6:8.2f} MB  {what}")
@@ -105,8 +108,8 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
 def _capture(args: argparse.Namespace) -> int:
     import time
 
-    from benchmark.capture import CaptureSpec, cached_capture
-    from benchmark.registry import DATASETS, MODELS
+    from benchmark.core.registry import DATASETS, MODELS
+    from benchmark.engine.capture import CaptureSpec, cached_capture
 
     model = MODELS.get(args.model)()
     dataset = DATASETS.get(args.dataset)(split=args.split)
@@ -147,7 +150,7 @@ def run_overrides(args: argparse.Namespace) -> dict:
     """Translate the run flags into dotted config overrides."""
     from dataclasses import fields
 
-    from benchmark.config import TracksConfig, parse_override
+    from benchmark.core.config import TracksConfig, parse_override
 
     TRACKS = [f.name for f in fields(TracksConfig)]  # the track names, without importing the tracks
 
@@ -163,7 +166,7 @@ def run_overrides(args: argparse.Namespace) -> dict:
         out.update({f"tracks.{t}.layer": args.layer for t in TRACKS})
     if args.targets is not None:
         if args.targets < 1:
-            raise ValueError(f"--targets must be >= 1, got {args.targets} (for every pair or channel of a track "
+            raise InputError(f"--targets must be >= 1, got {args.targets} (for every pair or channel of a track "
                              f"use --set tracks.pairs.max_pairs=0 or --set tracks.layer.num_channels=0)")
         out.update({"tracks.planted.num_channels": args.targets, "tracks.pairs.max_pairs": args.targets,
                     "tracks.layer.num_channels": args.targets})
@@ -171,14 +174,14 @@ def run_overrides(args: argparse.Namespace) -> dict:
         chosen = [t.strip() for t in args.tracks.split(",") if t.strip()]
         unknown = sorted(set(chosen) - set(TRACKS))
         if unknown:
-            raise ValueError(f"unknown track(s) {', '.join(unknown)}; tracks: {', '.join(TRACKS)}")
+            raise InputError(f"unknown track(s) {', '.join(unknown)}; tracks: {', '.join(TRACKS)}")
         out.update({f"tracks.{t}.enabled": t in chosen for t in TRACKS})
     return out
 
 
 def _run(args: argparse.Namespace) -> int:
-    from benchmark.config import load_config
-    from benchmark.runner import Runner
+    from benchmark.core.config import load_config
+    from benchmark.run.runner import Runner
 
     config = load_config(args.config, run_overrides(args))
     out = Runner(config, overwrite=args.overwrite, progress=not args.quiet).run()
@@ -203,15 +206,15 @@ def _table_args(p: argparse.ArgumentParser) -> None:
 def _table(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmark.table_render import render, write_leaderboards
-    from benchmark.tables import leaderboard, load_results
+    from benchmark.reporting.leaderboards import leaderboard, load_results
+    from benchmark.reporting.table_formats import render, write_leaderboards
 
     for d in args.run_dirs:
         if not (Path(d) / "results.csv").exists():
-            raise FileNotFoundError(f"{d} holds no results.csv (is it a run folder?)")
+            raise MissingFileError(f"{d} holds no results.csv (is it a run folder?)")
     df = load_results(args.run_dirs)
     if args.output:
-        from benchmark.report import write_report
+        from benchmark.reporting.statistical_report import write_report
 
         write_leaderboards(df, Path(args.output), uncertainty=args.uncertainty)
         write_report(df, Path(args.output))
@@ -237,7 +240,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from benchmark.sensitivity import load_sweeps, run_sweeps
+    from benchmark.run.sensitivity import load_sweeps, run_sweeps
 
     path = run_sweeps(load_sweeps(args.sweeps), args.output, progress=not args.quiet,
                       detection_run=args.detection_run)
@@ -265,8 +268,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmark.bench import bench, format_report, write_report
-    from benchmark.config import load_config, parse_override
+    from benchmark.core.config import load_config, parse_override
+    from benchmark.run.bench import bench, format_report, write_report
 
     overrides = dict(parse_override(s) for s in args.set)
     if args.device:
@@ -290,7 +293,7 @@ def _world_args(p: argparse.ArgumentParser) -> None:
 
 
 def _world(args: argparse.Namespace) -> int:
-    from benchmark.world.__main__ import main as world_main
+    from benchmark.sources.world.__main__ import main as world_main
 
     return world_main([args.out_dir])
 
@@ -323,11 +326,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (KeyError, ValueError, LookupError, OSError, TypeError, RuntimeError) as err:
-        if type(err) in (KeyError, IndexError):  # a plain KeyError/IndexError is a bug: keep its traceback
-            raise
+    except PolysemyError as err:  # a user's mistake: one line
         print(f"polysemy {args.command}: error: {error_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno is None:  # raised by code, not by the system: a bug
+            return _bug(args.command, err)
+        # the machine said no (full disk, no permission, ...): one line, as a user error
+        print(f"polysemy {args.command}: error: {error_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug: keep the traceback that points at it
+        return _bug(args.command, err)
+
+
+def _bug(command_name: str, err: BaseException) -> int:
+    """Print the full traceback of an unexpected exception and one line naming its origin."""
+    traceback.print_exception(err, file=sys.stderr)
+    origin = blamed_plugin(err)
+    where = f"a bug in {origin}" if origin else "a bug in polysemy-bench"
+    print(f"polysemy {command_name}: {type(err).__name__} - {where} (traceback above)", file=sys.stderr)
+    return 1
 
 
 def error_line(err: BaseException) -> str:

@@ -1,2 +1,2 @@
-"""Disentanglement methods: one file per method, registered in ``benchmark.registry.METHODS``
-when imported (``benchmark.registry.load_plugins`` imports every module here)."""
+"""Disentanglement methods: one file per method, registered in ``benchmark.core.registry.METHODS``
+when imported (``benchmark.core.registry.load_plugins`` imports every module here)."""

@@ -12,19 +12,24 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from benchmark.layers import channel_activation
-from benchmark.memo import ImageMemo, ObjectMemo
-from benchmark.types import Split, Target
+from benchmark.core.memo import RunMemo
+from benchmark.core.types import Split, Target
+from benchmark.engine.layers import channel_activation
+from benchmark.engine.memo import ImageMemo
 
-# (model, layer, channel) -> per-image memo of the channel's map: every gating method of a
-# target multiplies the SAME original map, so a run computes it once per image
-_CHANNEL_MEMOS = ObjectMemo(4)
+# context.memo section: (model, layer, channel) -> per-image memo of the channel's map: every
+# gating method of a target multiplies the SAME original map, so a run computes it once per image
+MEMO_SECTION, MEMO_SIZE = "channel_map", 4
 
 
-def shared_channel_map(model: nn.Module, layer: str, channel: int) -> Callable[[Tensor], Tensor]:
+def shared_channel_map(model: nn.Module, layer: str, channel: int,
+                       memo: RunMemo | None = None) -> Callable[[Tensor], Tensor]:
     """``images -> (N, H, W)`` map of the channel, memoised per image (in no-grad mode) and
-    shared by every split of the same (model, layer, channel)."""
-    return _CHANNEL_MEMOS.get((model,), (layer, int(channel)), lambda: _channel_map(model, layer, channel))
+    shared, through the run's ``memo``, by every split of the same (model, layer, channel)."""
+    if memo is None:
+        return _channel_map(model, layer, channel)
+    return memo.get(MEMO_SECTION, (model,), (layer, int(channel)), lambda: _channel_map(model, layer, channel),
+                    MEMO_SIZE)
 
 
 def _channel_map(model: nn.Module, layer: str, channel: int) -> Callable[[Tensor], Tensor]:
@@ -49,15 +54,17 @@ def gated_split(
     concepts: tuple[tuple[int, ...], ...] | None = None,
     directions: Tensor | None = None,
     info: Mapping[str, Any] | None = None,
+    memo: RunMemo | None = None,
 ) -> Split:
     """A Split whose virtual neuron i is ``gates_fn(x)[:, i] * orig(x)``.
 
     ``gates_fn(images) -> (N, k)`` must return non-negative weights summing to 1 per image;
     it is treated as a constant (detached) so the virtual neurons stay differentiable
-    through the original channel only.
+    through the original channel only. ``memo`` (the context's) lets every gating split of
+    a target share one per-image memo of the original channel.
     """
 
-    original = shared_channel_map(model, target.layer, target.channel)
+    original = shared_channel_map(model, target.layer, target.channel, memo)
 
     def virtual(images: Tensor) -> Tensor:
         orig = original(images)  # (N, H, W)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from benchmark.layers import check_channel, eval_mode, layer_activations
-from benchmark.types import Context, NotApplicable, Target
+from benchmark.core.types import Context, NotApplicable, Target
+from benchmark.engine.layers import check_channel, eval_mode, layer_activations
 
 RANKINGS = ("mean", "max")
 

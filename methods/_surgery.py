@@ -252,7 +252,7 @@ def tune_rho_by_forward(model: nn.Module, layer: str, channel: int, arvs_kc: Ten
     """The authors' procedure, kept as the reference: for every rho, rewrite the model and run
     ``images[i]`` (concept i's images) through it to read d_1..d_k. Same result as
     :func:`tune_rho` (up to float rounding), one network forward per rho and batch."""
-    from benchmark.layers import layer_activations
+    from benchmark.engine.layers import layer_activations
 
     k = arvs_kc.shape[0]
     scores: dict[float, float] = {}

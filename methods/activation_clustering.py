@@ -26,7 +26,7 @@ Units (``threshold_mode``); ``None`` takes the mode's default (:data:`DEFAULTS`)
   the squared distance in f, i.e. a multiple of the references' mean squared distance
   to their mean. Both are dimensionless, so one setting can serve every layer, model and
   n_ref (whether it should is an empirical question). The default 0.2 was read
-  off the world CNN (benchmark.world): on three planted channels the top split of the
+  off the world CNN (benchmark.sources.world): on three planted channels the top split of the
   references explained 0.37-0.46 of the variance and the next one 0.09-0.17.
 
 Virtual neurons (the benchmark's addition; the paper projects images onto v_i): a new image
@@ -43,8 +43,9 @@ import torch
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from torch import Tensor
 
-from benchmark.registry import METHODS
-from benchmark.types import Context, NotApplicable, Split, Target
+from benchmark.core.plugins import Method
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, NotApplicable, Split, Target
 from methods._gating import gated_split, nearest_centroid, one_hot_gates
 from methods._pooled import check_alive, pooled_activations, pooled_fit, reference_ids
 
@@ -133,7 +134,7 @@ class Standardiser:
 
 @METHODS.register("activation_clustering")
 @dataclass(frozen=True)
-class ActivationClustering:
+class ActivationClustering(Method):
     """Concept vectors by Ward + k-means clustering of pooled layer activations (O'Mahony et al. 2023).
 
     Calibrates: how far the unsupervised structure of whole-layer activations of a
@@ -207,5 +208,4 @@ class ActivationClustering:
         return gated_split(
             target=target, method="activation_clustering", model=model, gates_fn=gates, k=k,
             reference_ids=[ids[list(m)].tolist() for m in found.members],
-            directions=(directions / norms).float(), info=info,
-        )
+            directions=(directions / norms).float(), info=info, memo=context.memo)

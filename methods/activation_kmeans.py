@@ -19,8 +19,9 @@ import torch
 from sklearn.cluster import KMeans
 from torch import Tensor
 
-from benchmark.registry import METHODS
-from benchmark.types import Context, NotApplicable, Split, Target
+from benchmark.core.plugins import Method
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, NotApplicable, Split, Target
 from methods._gating import gated_split, nearest_centroid, one_hot_gates
 from methods._pooled import check_alive, pooled_activations, pooled_fit, reference_ids
 
@@ -40,7 +41,7 @@ def kmeans_groups(features: np.ndarray, k: int, seed: int, n_init: int) -> list[
 
 @METHODS.register("activation_kmeans")
 @dataclass(frozen=True)
-class ActivationKMeans:
+class ActivationKMeans(Method):
     """k-means with fixed k on pooled positive layer activations of the references (PURE's baseline).
 
     Calibrates: what plain activation-space clustering of a channel's top images achieves,
@@ -78,5 +79,4 @@ class ActivationKMeans:
         return gated_split(
             target=target, method="activation_kmeans", model=model, gates_fn=gates, k=k,
             reference_ids=[ids[torch.from_numpy(g)].tolist() for g in groups],
-            directions=centroids / norms, info={"cluster_sizes": [int(g.size) for g in groups]},
-        )
+            directions=centroids / norms, info={"cluster_sizes": [int(g.size) for g in groups]}, memo=context.memo)

@@ -1,7 +1,7 @@
 """ARV weight surgery (Hesse, Fischer, Schaub-Meyer, Roth, CVPR-W 2025, arXiv 2504.12939).
 
 Splits channel c of a Conv2d layer between k >= 2 given concepts (class sets): ARVs of the
-concepts (:mod:`benchmark.relevance`, step 2) assign each input channel to one concept or to
+concepts (:mod:`benchmark.engine.relevance`, step 2) assign each input channel to one concept or to
 the shared set, and the conv is rewritten so that virtual neuron d_i keeps its concept's and
 the shared input weights; ``z_c = sum_i d_i - (k-1) * res`` exactly, so the rewritten model
 has the original logits (:mod:`methods._surgery`, step 3). rho is tuned on the reference's
@@ -21,16 +21,17 @@ random; default None = all, as in the reference), and an arithmetic merge instea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from benchmark.layers import check_channel, get_layer, layer_activations
-from benchmark.memo import ImageMemo
-from benchmark.registry import METHODS
-from benchmark.relevance import arv_cosine, concept_arvs
-from benchmark.types import Context, NotApplicable, Split, Target
+from benchmark.core.plugins import Method
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, NotApplicable, Split, Target
+from benchmark.engine.layers import check_channel, get_layer, layer_activations
+from benchmark.engine.memo import ImageMemo
+from benchmark.engine.relevance import arv_cosine, concept_arvs
 from methods._surgery import RHO_GRID, SHARED, DisentangledConv, GridEvaluator, disentangle_model
 
 NAME = "arv_surgery"
@@ -38,7 +39,7 @@ NAME = "arv_surgery"
 
 @METHODS.register(NAME)
 @dataclass(frozen=True)
-class ARVSurgery:
+class ARVSurgery(Method):
     """Weight surgery guided by attribution relevance vectors (Hesse et al. 2025).
 
     Attributes:
@@ -50,6 +51,8 @@ class ARVSurgery:
         max_tune_images: fit images per concept used to tune rho (None: all).
         num_references: reference images per virtual neuron (None: the stats' top_k).
     """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"concepts"})  # does not apply without it
 
     tau: float = 0.03
     p: float = 0.75
@@ -149,7 +152,7 @@ def _references(peaks: Tensor, ids: list[int], n_ref: int) -> tuple[int, ...]:
 
 def _split_fns(model: nn.Module, layer: str, module: DisentangledConv):
     """virtual and residual functions sharing ONE forward of the rewritten layer per image
-    (:class:`benchmark.memo.ImageMemo`: the metrics ask for both on the same images)."""
+    (:class:`benchmark.engine.memo.ImageMemo`: the metrics ask for both on the same images)."""
     slots, path = module.virtual_slots() + [module.out_channels + module.k - 1], f"{layer}.expanded"
     k = module.k
     both = ImageMemo(lambda images: layer_activations(model, path, images)[:, slots])

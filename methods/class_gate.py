@@ -15,13 +15,15 @@ DESIGN.md ("Calibration").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from benchmark.layers import eval_mode
-from benchmark.registry import METHODS
-from benchmark.types import Context, NotApplicable, Split, Target
+from benchmark.core.plugins import Method
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, NotApplicable, Split, Target
+from benchmark.engine.layers import eval_mode
 from methods._gating import gated_split, one_hot_gates
 from methods._pooled import reference_ids
 
@@ -38,11 +40,13 @@ def concept_scores(logits_nc: Tensor, concepts: tuple[tuple[int, ...], ...]) -> 
 
 @METHODS.register("class_gate")
 @dataclass(frozen=True)
-class ClassGate:
+class ClassGate(Method):
     """Hard gate by the larger logit among the target's concept classes (needs concepts).
 
     Calibrates: what the concept labels alone buy; a method should beat it.
     """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"concepts"})  # does not apply without it
 
     n_ref: int = 100
 
@@ -67,4 +71,4 @@ class ClassGate:
                            for s in range(0, ids.numel(), context.batch_size)])
         groups = [ids[owner == i].tolist() for i in range(k)]
         return gated_split(target=target, method="class_gate", model=model, gates_fn=gates, k=k,
-                           reference_ids=groups, concepts=concepts, info={"note": "gate = argmax concept logit"})
+                           reference_ids=groups, concepts=concepts, info={"note": "gate = argmax concept logit"}, memo=context.memo)

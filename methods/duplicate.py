@@ -18,15 +18,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from benchmark.registry import METHODS
-from benchmark.types import Context, Split, Target
+from benchmark.core.plugins import Method
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, Split, Target
 from methods._gating import gated_split
 from methods._pooled import reference_ids
 
 
 @METHODS.register("duplicate")
 @dataclass(frozen=True)
-class Duplicate:
+class Duplicate(Method):
     """k copies of the channel divided by k (recomposes exactly, separates nothing).
 
     Calibrates: a separation metric must score it as 'no separation'.
@@ -49,4 +50,4 @@ class Duplicate:
             return torch.full((images.shape[0], k), 1.0 / k, device=images.device)
 
         return gated_split(target=target, method="duplicate", model=context.model, gates_fn=gates, k=k,
-                           reference_ids=[ids] * k, info={"note": f"{k} copies of orig/{k}"})
+                           reference_ids=[ids] * k, info={"note": f"{k} copies of orig/{k}"}, memo=context.memo)

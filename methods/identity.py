@@ -11,15 +11,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from benchmark.registry import METHODS
-from benchmark.types import Context, Split, Target
+from benchmark.core.plugins import Method
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, Split, Target
 from methods._gating import gated_split
 from methods._pooled import reference_ids
 
 
 @METHODS.register("identity")
 @dataclass(frozen=True)
-class Identity:
+class Identity(Method):
     """The channel itself as its only virtual neuron (k = 1); references: its top images by max activation.
 
     Calibrates: the 'no disentanglement' floor of separation metrics and the exact
@@ -39,4 +40,4 @@ class Identity:
             return torch.ones(images.shape[0], 1, device=images.device)
 
         return gated_split(target=target, method="identity", model=context.model, gates_fn=gates, k=1,
-                           reference_ids=[ids.tolist()], info={"note": "no split: the channel itself"})
+                           reference_ids=[ids.tolist()], info={"note": "no split: the channel itself"}, memo=context.memo)

@@ -1,6 +1,6 @@
 """The nuisance-split baseline (synthetic world only): hard gating by a class-irrelevant factor.
 
-In the synthetic world (``benchmark.world``) every image's object colour is drawn
+In the synthetic world (``benchmark.sources.world``) every image's object colour is drawn
 uniformly from 8 hue bins independently of its class, so the parity of the colour bin
 splits every class in two halves that differ in nothing the network should use. The gate
 is read from the pixels, so it works on any image (held-out, feature visualisations):
@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from benchmark.datasets import ImageDataset, Subset
-from benchmark.registry import METHODS
-from benchmark.types import Context, NotApplicable, Split, Target
+from benchmark.core.plugins import Method
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, NotApplicable, Split, Target
+from benchmark.sources.datasets import ImageDataset, Subset
 from methods._gating import gated_split, one_hot_gates
 from methods._pooled import reference_ids
 
@@ -59,11 +61,13 @@ def colour_bins(images_unit: Tensor, num_bins: int) -> Tensor:
 
 @METHODS.register("nuisance_split")
 @dataclass(frozen=True)
-class NuisanceSplit:
+class NuisanceSplit(Method):
     """Hard gate by the parity of the object's colour bin, a class-irrelevant factor (synthetic world only).
 
     Calibrates: a split by a nuisance factor must score as 'no separation'.
     """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"synthetic_world"})  # does not apply without it
 
     n_ref: int = 100
 
@@ -72,8 +76,8 @@ class NuisanceSplit:
             raise ValueError(f"n_ref must be >= 1, got {self.n_ref}")
 
     def fit(self, context: Context, target: Target) -> Split:
-        from benchmark.world.classes import COLOURS
-        from benchmark.world.dataset import SyntheticWorld
+        from benchmark.sources.world.classes import COLOURS
+        from benchmark.sources.world.dataset import SyntheticWorld
 
         base = _base(context.fit)
         if not isinstance(base, SyntheticWorld):
@@ -90,4 +94,4 @@ class NuisanceSplit:
         owner = gates(context.fit.images(ids)).argmax(dim=1).cpu()
         groups = [ids[owner == i].tolist() for i in range(2)]
         return gated_split(target=target, method="nuisance_split", model=context.model, gates_fn=gates, k=2,
-                           reference_ids=groups, info={"note": "gate = colour bin parity"})
+                           reference_ids=groups, info={"note": "gate = colour bin parity"}, memo=context.memo)

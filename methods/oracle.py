@@ -1,6 +1,6 @@
-"""The oracle: on a planted channel (benchmark.planting), the planted parts themselves.
+"""The oracle: on a planted channel (benchmark.planting.merge), the planted parts themselves.
 
-Virtual neuron i = part i of :class:`benchmark.types.PlantedTruth` (the original filter i
+Virtual neuron i = part i of :class:`benchmark.core.types.PlantedTruth` (the original filter i
 applied to the layer input), so the virtual neurons sum to the planted channel exactly
 (gating recomposition: orig = sum_i virtual_i). Reference ids: the channel's top ``n_ref``
 fit images by max activation, each given to the part with the larger positive spatial sum on it.
@@ -11,12 +11,14 @@ It does not apply to channels without planted ground truth.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from benchmark.registry import METHODS
-from benchmark.types import Context, NotApplicable, PlantedTruth, Split, Target
+from benchmark.core.plugins import Method
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, NotApplicable, PlantedTruth, Split, Target
 from methods._pooled import reference_ids
 
 
@@ -33,11 +35,13 @@ def planted_truth(context: Context, target: Target) -> PlantedTruth:
 
 @METHODS.register("oracle")
 @dataclass(frozen=True)
-class Oracle:
+class Oracle(Method):
     """The planted parts as virtual neurons (ground truth; planted channels only).
 
     Calibrates: the best achievable recovery of planted parts (the planted track's ceiling).
     """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"planted_truth"})  # does not apply without it
 
     n_ref: int = 100
 

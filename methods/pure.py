@@ -4,7 +4,7 @@ Circuits", CVPR-W 2024, arXiv 2404.06453; code github.com/maxdreyer/PURE).
 
 For channel c of the layer (output ``a_c``) and each reference image, the attribution vector
 over the lower layer's channels j (paper Sec. 3, the "circuit" relevances; computed by
-:func:`benchmark.attribution.neuron_attributions`) is::
+:func:`benchmark.engine.attribution.neuron_attributions`) is::
 
     r_j = sum_hw x_j * d( sum_hw max(a_c, 0) * a_c ) / d x_j,    r <- r / (sum_j |r_j| + 1e-10)
 
@@ -36,11 +36,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmark.attribution import BACKENDS, neuron_attributions, reference_attributions
-from benchmark.cache import model_fingerprint
-from benchmark.layers import check_channel, eval_mode, layer_activations
-from benchmark.registry import METHODS
-from benchmark.types import Context, NotApplicable, Split, Target
+from benchmark.core.plugins import Method
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, NotApplicable, Split, Target
+from benchmark.engine.attribution import BACKENDS, neuron_attributions, reference_attributions
+from benchmark.engine.layers import check_channel
+from benchmark.engine.references import top_max_references
+from benchmark.storage.cache import model_fingerprint
 from methods._gating import gated_split, nearest_centroid, one_hot_gates
 
 
@@ -53,31 +55,6 @@ def attribution_vectors(context: Context, channel: int, ids: Tensor, lower_layer
         rows.append(neuron_attributions(context.model, context.layer, lower_layer, images, [channel],
                                         backend=backend, normalize=normalize)[0])
     return torch.cat(rows).double().cpu()
-
-
-def max_activations(context: Context, channel: int) -> Tensor:
-    """(len(fit),) maximum spatial activation of ``channel`` on every fit image (one pass)."""
-    out = []
-    with torch.no_grad(), eval_mode(context.model):
-        for start in range(0, len(context.fit), context.batch_size):
-            images = context.fit.images(range(start, min(start + context.batch_size, len(context.fit))))
-            z = layer_activations(context.model, context.layer, images.to(context.device))
-            out.append(z[:, channel].flatten(1).amax(1).float().cpu())
-    return torch.cat(out)
-
-
-def top_max_references(context: Context, channel: int, n_ref: int) -> tuple[Tensor, Tensor]:
-    """Ids and values of the ``n_ref`` fit images with the largest maximum activation of the
-    channel (ties -> smaller index, as in the capture statistics)."""
-    if n_ref > len(context.fit):
-        raise ValueError(f"n_ref={n_ref} exceeds the {len(context.fit)} images of the fit dataset; "
-                         f"choose n_ref <= {len(context.fit)}")
-    stats = context.stats
-    if stats.top_max_ids.shape[1] >= n_ref:
-        return stats.top_max_ids[channel, :n_ref].cpu().clone(), stats.top_max_values[channel, :n_ref].cpu().clone()
-    values = max_activations(context, channel)
-    order = torch.argsort(-values, stable=True)[:n_ref]
-    return order, values[order]
 
 
 def kmeans(features: np.ndarray, k: int, n_init: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,12 +97,12 @@ def choose_k(features: np.ndarray, ks: tuple[int, ...], n_init: int, seed: int):
 
 @METHODS.register("pure")
 @dataclass(frozen=True)
-class Pure:
+class Pure(Method):
     """PURE (Dreyer et al. 2024): k-means circuits of the references' lower-layer attributions.
 
     Fields: ``k`` circuits (None: best silhouette over ``k_range``); ``n_ref`` references by max
     activation; ``lower_layer`` whose output is attributed (None: the layer's input);
-    ``backend`` of :mod:`benchmark.attribution`; ``normalize`` (L1); k-means ``n_init`` and
+    ``backend`` of :mod:`benchmark.engine.attribution`; ``normalize`` (L1); k-means ``n_init`` and
     ``seed``; ``n_concept`` images per concept for :meth:`polysemanticity`.
     """
 
@@ -160,7 +137,7 @@ class Pure:
         check_channel(channel, context.stats.num_channels, context.layer)
 
     def _spec(self, context: Context, channel: int, ids: Tensor) -> dict:
-        return {"model": model_fingerprint(context.model), "dataset": context.fit.fingerprint,
+        return {"model": model_fingerprint(context.model, context.memo), "dataset": context.fit.fingerprint,
                 "layer": context.layer, "lower_layer": self.lower_layer, "channel": int(channel),
                 "ids": [int(i) for i in ids], "backend": self.backend, "normalize": self.normalize}
 
@@ -173,7 +150,7 @@ class Pure:
 
     def prepare(self, context: Context, targets) -> None:
         """The reference attributions of every target channel at once (one forward per batch
-        of the union of their references, :func:`benchmark.attribution.reference_attributions`),
+        of the union of their references, :func:`benchmark.engine.attribution.reference_attributions`),
         written to the cache that :meth:`fit` reads: same vectors, fewer forwards. A no-op
         without a cache or for backends other than ``gradient``; channels that :meth:`fit`
         refuses are left to it."""
@@ -223,7 +200,7 @@ class Pure:
                 "inactive_references": int((values <= 0).sum()), "features": features.float(),
                 "clusters": labels_t, "centroids": centroids}
         return gated_split(target=target, method="pure", model=model, gates_fn=gates, k=k,
-                           reference_ids=[ids[labels_t == i].tolist() for i in range(k)], info=info)
+                           reference_ids=[ids[labels_t == i].tolist() for i in range(k)], info=info, memo=context.memo)
 
     def polysemanticity(self, context: Context, channel: int, concept_a, concept_b) -> float:
         """Cosine similarity of the mean attribution vectors of two concepts (class tuples);

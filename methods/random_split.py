@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from benchmark.registry import METHODS
-from benchmark.types import Context, Split, Target
+from benchmark.core.plugins import Method
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, Split, Target
 from methods._gating import gated_split, one_hot_gates
 from methods._pooled import reference_ids
 
@@ -34,7 +35,7 @@ def hash_gates(images: Tensor, k: int, seed: int) -> Tensor:
 
 @METHODS.register("random_split")
 @dataclass(frozen=True)
-class RandomSplit:
+class RandomSplit(Method):
     """Random hard gating by a seeded hash of the image; references dealt at random (chance level).
 
     Calibrates: the chance level of every separation metric.
@@ -61,4 +62,4 @@ class RandomSplit:
             return one_hot_gates(hash_gates(images, k, seed), k).to(images.device)
 
         return gated_split(target=target, method="random_split", model=context.model, gates_fn=gates,
-                           k=k, reference_ids=groups, info={"seed": seed})
+                           k=k, reference_ids=groups, info={"seed": seed}, memo=context.memo)

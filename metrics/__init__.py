@@ -1,1 +1,1 @@
-"""Metrics: one file per metric, registered in ``benchmark.registry.METRICS`` when imported."""
+"""Metrics: one file per metric, registered in ``benchmark.core.registry.METRICS`` when imported."""

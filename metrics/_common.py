@@ -14,9 +14,9 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from benchmark.datasets import ImageDataset
-from benchmark.layers import channel_activation, check_channel, get_layer
-from benchmark.types import Context, Split
+from benchmark.core.types import Context, Split
+from benchmark.engine.layers import channel_activation, check_channel, get_layer
+from benchmark.sources.datasets import ImageDataset
 
 
 def split_concepts(split: Split) -> tuple[tuple[int, ...], ...] | None:

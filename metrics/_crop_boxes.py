@@ -1,7 +1,7 @@
 """PURE crop boxes of a target's shared reference pool, computed once per (model, layer,
 channel, pool) and cached on disk (cache kind ``pure_crop_boxes``).
 
-The boxes (:func:`benchmark.crops.pure_boxes`: LRP seeded at the channel's maximum position,
+The boxes (:func:`benchmark.engine.crops.pure_boxes`: LRP seeded at the channel's maximum position,
 blur, 2% threshold) depend on the network and the pool only -- never on the method that
 labels the pool -- so every method of a run, and every later run with a warm cache, reuses
 them. Boxes rather than crops are stored: four integers per image, the crop is a slice.
@@ -11,13 +11,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from benchmark.cache import model_fingerprint
-from benchmark.crops import pure_boxes
-from benchmark.memo import ObjectMemo
-from benchmark.types import Context
+from benchmark.core.types import Context
+from benchmark.engine.crops import pure_boxes
+from benchmark.storage.cache import model_fingerprint
 from metrics._common import batches
 
-_MEMO = ObjectMemo(8)  # (model, held-out data) -> boxes of a pool
+MEMO_SECTION, MEMO_SIZE = 'crop_boxes', 8  # context.memo section: (model, held-out data) -> boxes of a pool
 
 
 def _compute(context: Context, layer: str, channel: int, ids: Tensor, threshold: float) -> Tensor:
@@ -32,13 +31,14 @@ def pool_boxes(context: Context, layer: str, channel: int, ids: Tensor, threshol
     """(len(ids), 4) long ``(top, bottom, left, right)`` boxes of the pool images ``ids`` of
     ``context.heldout`` (memoised in the process and, with ``context.cache``, on disk)."""
     key = (layer, int(channel), tuple(ids.tolist()), float(threshold))
-    return _MEMO.get((context.model, context.heldout), key, lambda: _cached(context, layer, channel, ids, threshold))
+    return context.memo.get(MEMO_SECTION, (context.model, context.heldout), key, lambda: _cached(context, layer, channel, ids, threshold),
+                            MEMO_SIZE)
 
 
 def _cached(context: Context, layer: str, channel: int, ids: Tensor, threshold: float) -> Tensor:
     compute = lambda: {"boxes": _compute(context, layer, channel, ids, threshold)}  # noqa: E731
     if context.cache is None:
         return compute()["boxes"]
-    spec = {"model": model_fingerprint(context.model), "dataset": context.heldout.fingerprint,
+    spec = {"model": model_fingerprint(context.model, context.memo), "dataset": context.heldout.fingerprint,
             "layer": layer, "channel": int(channel), "ids": [int(i) for i in ids], "threshold": float(threshold)}
     return context.cache.get_or_compute("pure_crop_boxes", spec, compute)["boxes"].long()

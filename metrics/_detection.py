@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmark.types import Column, NotApplicable
+from benchmark.core.types import Column, NotApplicable
 
 # The columns of every detection metric (a polysemanticity score scored as a classifier).
 DETECTION_COLUMNS: tuple[Column, ...] = (

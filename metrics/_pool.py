@@ -21,18 +21,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from benchmark.layers import check_channel, eval_mode, layer_activations
-from benchmark.memo import ObjectMemo
-from benchmark.types import Context, NotApplicable, Split
+from benchmark.core.types import Context, NotApplicable, Split
+from benchmark.engine.layers import check_channel, eval_mode, layer_activations
 from metrics._common import batches, spatial_sum
 
-_MEMO = ObjectMemo(4)  # (model, held-out data) -> max activations of a layer
+MEMO_SECTION, MEMO_SIZE = 'heldout_max_activations', 4  # context.memo section: (model, held-out data) -> max activations of a layer
 
 
 def heldout_max_activations(context: Context, layer: str) -> Tensor:
     """(N_heldout, C) maximum spatial activation of every channel of ``layer`` (memoised)."""
-    return _MEMO.get((context.model, context.heldout), (layer, str(context.device)),
-                     lambda: _max_activations(context, layer))
+    return context.memo.get(MEMO_SECTION, (context.model, context.heldout), (layer, str(context.device)),
+                     lambda: _max_activations(context, layer), MEMO_SIZE)
 
 
 def _max_activations(context: Context, layer: str) -> Tensor:

@@ -59,15 +59,18 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from benchmark.registry import METRICS
-from benchmark.types import Column, Context, NotApplicable, Split
+from benchmark.core.plugins import Metric
+from benchmark.core.registry import METRICS
+from benchmark.core.types import Column, Context, NotApplicable, Split
 from metrics._common import batches, original_with_attribution, spatial_sum, split_concepts
 
 
 @METRICS.register("activation_ratio")
 @dataclass(frozen=True)
-class ActivationRatio:
+class ActivationRatio(Metric):
     """Own/cross activation ratios of virtual neurons on concept images (Hesse et al. 2025)."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"concepts"})  # does not apply without it
 
     tau: float = 0.03
     eps: float = 1e-6
@@ -81,7 +84,7 @@ class ActivationRatio:
         Column("cross_surgery", False, optional=True),
     )
     scope: ClassVar[str] = "split"
-    label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.meta_evaluation
+    label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.evaluation.meta_evaluation
     calibrated_columns: ClassVar[tuple[str, ...]] = ()
     not_calibrated: ClassVar[str] = (
         "routing of the channel's net signed sum, not recovery of parts: on planted world targets the "

@@ -6,7 +6,7 @@ Definition (crops, as PURE). Per target ONE reference pool shared by every metho
 (:mod:`metrics._pool`: the channel's top ``pool_size`` = 100 images by maximum activation
 on ``context.heldout`` -- the validation split in the ImageNet protocol, which is where
 PURE takes its references; all members used). Each pool image is cropped ONCE per channel
-exactly as PURE (:func:`benchmark.crops.pure_crops`: LRP seeded at the maximum position,
+exactly as PURE (:func:`benchmark.engine.crops.pure_crops`: LRP seeded at the maximum position,
 signed colour sum, blur, abs, 2% box, native size) and embedded; the crops and embeddings
 do not depend on the method. A method only LABELS the pool: each image goes to its virtual
 neuron with the largest positive spatial sum (:func:`metrics._pool.pool_labels`), as PURE's
@@ -48,15 +48,15 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor
 
-from benchmark.crops import PURE_THRESHOLD, embed_native
-from benchmark.memo import ObjectMemo
-from benchmark.registry import EMBEDDERS, FEATURE_VIS, METRICS
-from benchmark.types import Column, Context, NotApplicable, Split
+from benchmark.core.plugins import Metric
+from benchmark.core.registry import EMBEDDERS, FEATURE_VIS, METRICS
+from benchmark.core.types import Column, Context, NotApplicable, Split
+from benchmark.engine.crops import PURE_THRESHOLD, embed_native
 from metrics._common import batches
 from metrics._crop_boxes import pool_boxes
 from metrics._pool import pool_labels, reference_pool
 
-_EMBED_MEMO = ObjectMemo(16)  # (model, held-out data) -> pool embeddings per embedder
+MEMO_SECTION, MEMO_SIZE = 'pool_embeddings', 16  # context.memo section: (model, held-out data) -> pool embeddings per embedder
 
 
 def separation(embeddings: Tensor, groups: Sequence[int] | Tensor) -> tuple[float, float, float]:
@@ -106,7 +106,7 @@ def _build_embedder(name: str, args: tuple[tuple[str, Any], ...]) -> Any:
 
 
 def _is_synthetic_world(dataset: Any) -> bool:
-    from benchmark.world.dataset import SyntheticWorld
+    from benchmark.sources.world.dataset import SyntheticWorld
 
     while hasattr(dataset, "base"):
         dataset = dataset.base
@@ -115,7 +115,7 @@ def _is_synthetic_world(dataset: Any) -> bool:
 
 @METRICS.register("embedding_separation")
 @dataclass(frozen=True)
-class EmbeddingSeparation:
+class EmbeddingSeparation(Metric):
     """Inter - intra embedding distance of a method's labelling of one shared pool of PURE crops
     (Dreyer et al. 2024); factor-aware and feature-visualisation variants.
 
@@ -145,7 +145,7 @@ class EmbeddingSeparation:
         Column("separation_fvis", True, optional=True),
     )
     scope: ClassVar[str] = "split"
-    label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.meta_evaluation
+    label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.evaluation.meta_evaluation
     # ``separation`` embeds with an embedder that also sees nuisances (colour): a nuisance
     # split may score on it, so only the factor-aware column claims disentanglement
     calibrated_columns: ClassVar[tuple[str, ...]] = ("separation_factors",)
@@ -167,6 +167,12 @@ class EmbeddingSeparation:
     def label(self) -> str:
         return f"embedding_separation[{self.embedder}]"
 
+    def embedders(self) -> tuple[tuple[str, dict[str, Any]], ...]:
+        return ((self.embedder, dict(self.embedder_args)),)
+
+    def fvis_backends(self) -> tuple[str, ...]:
+        return (self.fvis_backend,)
+
     def score(self, split: Split, context: Context) -> dict[str, float]:
         ids = reference_pool(context, split.target.layer, split.target.channel, self.pool_size)
         if ids.numel() < 4:
@@ -185,8 +191,8 @@ class EmbeddingSeparation:
                         args: tuple[tuple[str, Any], ...]) -> Tensor:
         """(n, D) embeddings of the pool's PURE crops (memoised per channel and embedder)."""
         key = (split.target.layer, split.target.channel, tuple(ids.tolist()), self.crop_threshold, name, args)
-        return _EMBED_MEMO.get((context.model, context.heldout), key,
-                               lambda: self._embed_pool(context, split, ids, name, args))
+        return context.memo.get(MEMO_SECTION, (context.model, context.heldout), key,
+                               lambda: self._embed_pool(context, split, ids, name, args), MEMO_SIZE)
 
     def _embed_pool(self, context: Context, split: Split, ids: Tensor, name: str,
                     args: tuple[tuple[str, Any], ...]) -> Tensor:
@@ -195,7 +201,7 @@ class EmbeddingSeparation:
         done = 0
         for images, _ in batches(context.heldout, ids, context.batch_size, context.device):
             unit = context.heldout.to_unit_range(images).cpu()
-            crops += [img[..., t:b, l:r] for img, (t, b, l, r) in zip(unit, boxes[done:done + len(unit)].tolist())]
+            crops += [img[..., top:bottom, left:right] for img, (top, bottom, left, right) in zip(unit, boxes[done:done + len(unit)].tolist())]
             done += len(unit)
         with torch.no_grad():
             return embed_native(_build_embedder(name, args), crops, context.batch_size)
@@ -217,7 +223,7 @@ class EmbeddingSeparation:
 
     def _fvis_embeddings(self, split: Split, context: Context, neurons: list[int]) -> Tensor:
         """(len(neurons), D) embeddings of feature visualisations of ``neurons`` (one image each)."""
-        from benchmark.fvis._objectives import split_objective
+        from benchmark.engine.fvis._objectives import split_objective
 
         backend = self._backend(context)
         with torch.enable_grad():

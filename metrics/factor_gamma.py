@@ -2,7 +2,7 @@
 generating factors: a second ground truth next to WordNet (``wordnet_gamma``).
 
 Why. WordNet calls beagle and Granny Smith unrelated, but in the synthetic world both are
-drawn striped (``benchmark.world.classes``): a stripe detector serves them with ONE visual
+drawn striped (``benchmark.sources.world.classes``): a stripe detector serves them with ONE visual
 concept and is not polysemantic for that pair. The generating factors know this.
 
 The rule (exact). Every world class carries two visual primitives, its shape (shared by
@@ -36,8 +36,9 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from benchmark.registry import METRICS
-from benchmark.types import Column, Context, NotApplicable
+from benchmark.core.plugins import Metric
+from benchmark.core.registry import METRICS
+from benchmark.core.types import Column, Context, NotApplicable
 from metrics._detection import DETECTION_COLUMNS, classifier_report
 from metrics.wordnet_gamma import DEFAULT_SWEEP, _as_classes, read_table
 
@@ -47,7 +48,7 @@ PRIMITIVES = ("shape", "texture")
 def world_primitives(classes: Sequence[Any]) -> list[dict[str, int]] | None:
     """Shape and texture of every class when ``classes`` are the synthetic world's (same
     order and synsets), else None."""
-    from benchmark.world.classes import WORLD_CLASSES
+    from benchmark.sources.world.classes import WORLD_CLASSES
 
     if len(classes) != len(WORLD_CLASSES):
         return None
@@ -87,10 +88,12 @@ def factor_truth(relevant: np.ndarray, primitives: Sequence[Mapping[str, int]], 
 
 @METRICS.register("factor_gamma")
 @dataclass(frozen=True)
-class FactorGamma:
+class FactorGamma(Metric):
     """AUROC/AUPRC and gamma-rule precision/recall/F1 against the generating-factor truth
     (``p``: relevance share of the importance rule; ``min_share``: share of a primitive's
     classes the channel must be relevant to; ``seed``: bootstrap and random detector)."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"synthetic_world"})  # does not apply without it
 
     gamma: float = 0.5
     sweep: tuple[float, ...] = DEFAULT_SWEEP

@@ -21,16 +21,19 @@ from typing import ClassVar
 
 import torch
 
-from benchmark.finite import bad_rows
-from benchmark.registry import METRICS
-from benchmark.types import Column, Context, NotApplicable, Split
+from benchmark.core.finite import bad_rows
+from benchmark.core.plugins import Metric
+from benchmark.core.registry import METRICS
+from benchmark.core.types import Column, Context, NotApplicable, Split
 from metrics._common import batches
 
 
 @METRICS.register("output_fidelity")
 @dataclass(frozen=True)
-class OutputFidelity:
+class OutputFidelity(Metric):
     """Logit difference and top-1 agreement of the rewritten model vs the original."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"surgery"})  # does not apply without it
 
     columns: ClassVar[tuple[Column, ...]] = (
         Column("max_abs_logit_diff", False, (0.0, None)),

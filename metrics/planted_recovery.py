@@ -1,5 +1,5 @@
 """Recovery of a planted polysemantic channel's known parts (DESIGN.md, "planted recovery";
-the planting is :mod:`benchmark.planting`: channel = part_0 + part_1 exactly).
+the planting is :mod:`benchmark.planting.merge`: channel = part_0 + part_1 exactly).
 
 The unit is the image: on every held-out image n take the signed spatial sums ``v_j(n)`` of
 the virtual neurons, ``o(n)`` of the planted channel and ``p_q(n)`` of the planted parts. A
@@ -47,23 +47,23 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
-from benchmark.layers import channel_activation
-from benchmark.memo import ObjectMemo
-from benchmark.registry import METRICS
-from benchmark.types import Column, Context, NotApplicable, PlantedTruth, Split
+from benchmark.core.plugins import Metric
+from benchmark.core.registry import METRICS
+from benchmark.core.types import Column, Context, NotApplicable, PlantedTruth, Split
+from benchmark.engine.layers import channel_activation
 from metrics._common import batches, spatial_sum
 from metrics._pool import pool_labels, positive_sums, reference_pool
 
 PARTS = 2
-_MEMO = ObjectMemo(4)  # (model, held-out data, truth) -> (o, p, size)
+MEMO_SECTION, MEMO_SIZE = 'planted_parts', 4  # context.memo section: (model, held-out data, truth) -> (o, p, size)
 
 
 def _channel_and_parts(context: Context, layer: str, channel: int, truth: PlantedTruth):
     """(o, p, (H, W)): held-out spatial sums of the original channel (N,) and the planted parts
     (N, 2), and the parts' map size; computed once per target (model, held-out data, truth)
     for all its methods."""
-    return _MEMO.get((context.model, context.heldout, truth), (layer, int(channel)),
-                     lambda: _sums(context, layer, channel, truth))
+    return context.memo.get(MEMO_SECTION, (context.model, context.heldout, truth), (layer, int(channel)),
+                     lambda: _sums(context, layer, channel, truth), MEMO_SIZE)
 
 
 def _sums(context: Context, layer: str, channel: int, truth: PlantedTruth):
@@ -115,13 +115,15 @@ def crossfit_r2(x_nd: np.ndarray, y_n: np.ndarray, folds: np.ndarray) -> float:
 
 @METRICS.register("planted_recovery")
 @dataclass(frozen=True)
-class PlantedRecovery:
+class PlantedRecovery(Metric):
     """Recovery of a planted channel's parts: cross-fitted gain over the channel, shared-pool ARI.
 
     Attributes:
         pool_size: images of the shared reference pool (PURE's n_ref = 100).
         seed: seed of the two-fold split of the held-out images.
     """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"planted_truth"})  # does not apply without it
 
     pool_size: int = 100
     seed: int = 0
@@ -133,7 +135,7 @@ class PlantedRecovery:
     scope: ClassVar[str] = "split"
     # columns that claim to measure disentanglement (tests/test_metric_sanity.py checks them)
     calibrated_columns: ClassVar[tuple[str, ...]] = ("recovery", "ari")
-    truth_column: ClassVar[str] = "recovery"  # the yardstick of benchmark.meta_evaluation
+    truth_column: ClassVar[str] = "recovery"  # the yardstick of benchmark.evaluation.meta_evaluation
 
     def __post_init__(self) -> None:
         if self.pool_size < 2:

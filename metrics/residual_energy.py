@@ -26,15 +26,18 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from benchmark.registry import METRICS
-from benchmark.types import Column, Context, NotApplicable, Split
+from benchmark.core.plugins import Metric
+from benchmark.core.registry import METRICS
+from benchmark.core.types import Column, Context, NotApplicable, Split
 from metrics._common import batches, concept_indices, original_channel, spatial_sum, split_concepts
 
 
 @METRICS.register("residual_energy")
 @dataclass(frozen=True)
-class ResidualEnergy:
+class ResidualEnergy(Metric):
     """Relative size of a surgery split's residual: spatial-sum ratio and energy ratio."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"surgery"})  # does not apply without it
 
     eps: float = 1e-6
 
@@ -44,7 +47,7 @@ class ResidualEnergy:
         Column("energy", False, (0.0, None)),
     )
     scope: ClassVar[str] = "split"
-    label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.meta_evaluation
+    label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.evaluation.meta_evaluation
     calibrated_columns: ClassVar[tuple[str, ...]] = ()
     not_calibrated: ClassVar[str] = "size of a surgery residual, not a separation score (gating splits have none)"
 

@@ -33,8 +33,9 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from benchmark.registry import METRICS
-from benchmark.types import Column, Context, NotApplicable
+from benchmark.core.plugins import Metric
+from benchmark.core.registry import METRICS
+from benchmark.core.types import Column, Context, NotApplicable
 from metrics._detection import DETECTION_COLUMNS, DetectionCounts, classifier_report, counts
 
 __all__ = ["DEFAULT_SWEEP", "DEFAULT_THRESHOLDS", "DetectionCounts", "WordNetGamma", "gamma_precision_recall",
@@ -64,7 +65,7 @@ def gamma_precision_recall(similarities: Sequence[float], scores: Sequence[float
 
 @METRICS.register("wordnet_gamma")
 @dataclass(frozen=True)
-class WordNetGamma:
+class WordNetGamma(Metric):
     """AUROC/AUPRC of the score and precision/recall/F1 of "score < gamma" against
     "WordNet-unrelated" class pairs (``seed``: bootstrap and random detector)."""
 
@@ -92,7 +93,7 @@ class WordNetGamma:
 
     def similarities(self, table: Any, context: Context) -> np.ndarray:
         """Max WordNet similarity over the cross pairs of classes of each row's concepts."""
-        from benchmark.wordnet import similarity
+        from benchmark.sources.wordnet import similarity
 
         classes = context.fit.classes
         cache: dict[tuple[int, int], float] = {}

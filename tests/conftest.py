@@ -13,7 +13,7 @@ import pytest
 @pytest.fixture(scope="session")
 def world_train():
     """The synthetic world's train split (20,000 images, seed 0)."""
-    from benchmark.world import SyntheticWorld
+    from benchmark.sources.world import SyntheticWorld
 
     return SyntheticWorld("train", seed=0)
 
@@ -21,7 +21,7 @@ def world_train():
 @pytest.fixture(scope="session")
 def world_val():
     """The synthetic world's validation split (4,000 images, seed 0)."""
-    from benchmark.world import SyntheticWorld
+    from benchmark.sources.world import SyntheticWorld
 
     return SyntheticWorld("val", seed=0)
 
@@ -29,7 +29,7 @@ def world_val():
 @pytest.fixture(scope="session")
 def world_model():
     """The trained world CNN (eval mode; cached after the first training). Do not mutate it."""
-    from benchmark.world import load_world_cnn
+    from benchmark.sources.world import load_world_cnn
 
     return load_world_cnn(seed=0)
 
@@ -37,7 +37,7 @@ def world_model():
 @pytest.fixture(scope="session")
 def judge():
     """The trained judge network (eval mode; cached after the first training)."""
-    from benchmark.world import load_judge
+    from benchmark.sources.world import load_judge
 
     return load_judge()
 
@@ -45,6 +45,6 @@ def judge():
 @pytest.fixture(scope="session")
 def judge_embedder(judge):
     """The registered ``judge`` embedder (uses the same cached judge weights)."""
-    from benchmark.registry import EMBEDDERS
+    from benchmark.core.registry import EMBEDDERS
 
     return EMBEDDERS.get("judge")()

@@ -6,7 +6,7 @@ import hashlib
 import torch
 from torch import nn
 
-from benchmark.datasets import ClassInfo, ImageDataset
+from benchmark.sources.datasets import ClassInfo, ImageDataset
 
 
 class TensorImages(ImageDataset):
@@ -51,8 +51,8 @@ class TinyNet(nn.Module):
 
 def tiny_context(layer: str = "conv2", n: int = 48, num_classes: int = 4, seed: int = 0, top_k: int = 10, tau=0.05):
     """A complete Context over TinyNet and random images (fit and held-out differ)."""
-    from benchmark.capture import CaptureSpec, capture
-    from benchmark.types import Context
+    from benchmark.core.types import Context
+    from benchmark.engine.capture import CaptureSpec, capture
 
     model = TinyNet(num_classes=num_classes, seed=seed).eval()
     fit = random_images(n=n, num_classes=num_classes, seed=seed)
@@ -66,11 +66,11 @@ def planted_world_context(world_model, world_val, fit: range, heldout: range, nu
     """(context, targets): ``num_pairs`` plainly planted channels of the trained world CNN at its
     default layer (partners from unrelated class groups, each part's concept its channel's top
     class), fit and held-out data the given index ranges of ``world_val``."""
-    from benchmark.capture import CaptureSpec, capture
-    from benchmark.datasets import Subset
-    from benchmark.planting import choose_channel_pairs, class_selectivity, plant
-    from benchmark.types import Context, Target
-    from benchmark.world import DEFAULT_LAYER, WORLD_CLASSES
+    from benchmark.core.types import Context, Target
+    from benchmark.engine.capture import CaptureSpec, capture
+    from benchmark.planting.merge import choose_channel_pairs, class_selectivity, plant
+    from benchmark.sources.datasets import Subset
+    from benchmark.sources.world import DEFAULT_LAYER, WORLD_CLASSES
 
     layer = DEFAULT_LAYER
     fit_data, heldout_data = Subset(world_val, fit), Subset(world_val, heldout)

@@ -11,10 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.types import Context, NotApplicable, Target
+from benchmark.core.types import Context, NotApplicable, Target
+from benchmark.engine.capture import CaptureSpec, capture
 from methods.activation_clustering import (
-    ActivationClustering, Standardiser, concept_clusters, standardised_ward_threshold, ward_num_clusters,
+    ActivationClustering,
+    Standardiser,
+    concept_clusters,
+    standardised_ward_threshold,
+    ward_num_clusters,
 )
 from methods.activation_kmeans import ActivationKMeans, kmeans_groups
 from tests.fakes import TensorImages

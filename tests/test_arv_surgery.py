@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.layers import channel_activation, layer_activations
-from benchmark.registry import METHODS
-from benchmark.types import Context, NotApplicable, Target
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, NotApplicable, Target
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.engine.layers import channel_activation, layer_activations
 from methods._surgery import RHO_GRID, partition
 from methods.arv_surgery import ARVSurgery
 from tests.fakes import TinyNet, random_images, tiny_context

@@ -1,4 +1,4 @@
-"""Tests of benchmark.attribution: batched per-neuron attributions (PURE, Dreyer et al. 2024)
+"""Tests of benchmark.engine.attribution: batched per-neuron attributions (PURE, Dreyer et al. 2024)
 against a closed form, a literal per-image per-neuron autograd loop, the neuron-by-neuron
 reference, IG identities, and zennit LRP leaving the model untouched."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.attribution import BACKENDS, neuron_attributions, neuron_attributions_loop
+from benchmark.engine.attribution import BACKENDS, neuron_attributions, neuron_attributions_loop
 from tests.fakes import TinyNet
 
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -203,7 +203,7 @@ def test_skip_connection_across_the_lower_layer_is_reported():
 def previous_implementation(model, layer, lower, images, channels):
     """The former gradient path: a reference forward, then the registered backend (vmapped
     backward over neuron cotangents, a separate forward of the span)."""
-    from benchmark.attribution import _finish, _prepare
+    from benchmark.engine.attribution import _finish, _prepare
 
     with torch.enable_grad():
         span, x, z, chans = _prepare(model, layer, lower, images, channels, "gradient")
@@ -213,7 +213,7 @@ def previous_implementation(model, layer, lower, images, channels):
 
 @pytest.mark.parametrize("layer,lower", [("block2", "block1"), ("block2", None)])
 def test_single_neuron_and_shared_paths_equal_the_previous_implementation(blocks, layer, lower):
-    from benchmark.attribution import reference_attributions
+    from benchmark.engine.attribution import reference_attributions
     from tests.fakes import TensorImages
 
     model, images = blocks

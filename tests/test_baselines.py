@@ -7,10 +7,10 @@ import hashlib
 import pytest
 import torch
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.layers import channel_activation
-from benchmark.planting import plant
-from benchmark.types import Context, NotApplicable, Target
+from benchmark.core.types import Context, NotApplicable, Target
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.engine.layers import channel_activation
+from benchmark.planting.merge import plant
 from methods.identity import Identity
 from methods.oracle import Oracle
 from methods.random_split import RandomSplit, hash_gates

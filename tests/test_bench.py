@@ -1,8 +1,8 @@
 """`polysemy bench` runs on a tiny config and emits every figure it promises."""
 import json
 
-from benchmark.bench import FIELDS, bench, format_report
 from benchmark.cli import main
+from benchmark.run.bench import FIELDS, bench, format_report
 from tests.test_runner import tiny_config  # registers the tiny test model and dataset
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import cache as cache_mod
-from benchmark.cache import MARKER, Cache, CacheError, code_fingerprint
 from benchmark.cli import main
+from benchmark.storage import cache as cache_mod
+from benchmark.storage import cache_admin
+from benchmark.storage.cache import MARKER, Cache, CacheError, code_fingerprint
 
 
 def _cache_with_wordnet_and_foreign(tmp_path):
@@ -31,15 +32,15 @@ def test_clear_removes_only_entries_and_keeps_wordnet_and_foreign_files(tmp_path
     stale_tmp.write_bytes(b"half")
     assert main(["cache", "clear", "--root", str(cache.root)]) == 0
     assert "removed 3 cache file(s)" in capsys.readouterr().out
-    assert list(cache.entries()) == [] and not stale_tmp.exists()
+    assert list(cache_admin.entries(cache)) == [] and not stale_tmp.exists()
     assert wordnet.read_text() == "wordnet" and foreign.read_text() == "mine" and project.read_text() == "print(1)"
     assert (cache.root / MARKER).is_file()
 
 
 def test_clear_of_one_kind_leaves_the_others(tmp_path):
     cache, *_ = _cache_with_wordnet_and_foreign(tmp_path)
-    assert cache.clear("pure_attributions") == 1
-    assert [e.kind for e in cache.entries()] == ["capture"]
+    assert cache_admin.clear(cache, "pure_attributions") == 1
+    assert [e.kind for e in cache_admin.entries(cache)] == ["capture"]
 
 
 @pytest.mark.parametrize("kind", ["../victim", "..", "capture/../../victim"])
@@ -50,7 +51,7 @@ def test_clear_rejects_path_kinds(tmp_path, kind, capsys):
     (victim / "keep.txt").write_text("keep")
     assert main(["cache", "clear", "--root", str(cache.root), "--kind", kind]) == 2
     assert "must be a kind name, not a path" in capsys.readouterr().err
-    assert (victim / "keep.txt").read_text() == "keep" and len(list(cache.entries())) == 2
+    assert (victim / "keep.txt").read_text() == "keep" and len(list(cache_admin.entries(cache))) == 2
 
 
 def test_clear_rejects_an_absolute_kind(tmp_path, capsys):
@@ -68,7 +69,7 @@ def test_unknown_kind_is_an_error_with_a_hint(tmp_path, capsys):
     assert main(["cache", "clear", "--root", str(cache.root), "--kind", "captur"]) == 2
     err = capsys.readouterr().err
     assert "unknown cache kind 'captur'. Did you mean 'capture'?" in err and "pure_attributions" in err
-    assert len(list(cache.entries())) == 2
+    assert len(list(cache_admin.entries(cache))) == 2
 
 
 def test_unmarked_non_empty_root_is_refused_for_clear_and_for_writes(tmp_path, capsys):
@@ -82,7 +83,7 @@ def test_unmarked_non_empty_root_is_refused_for_clear_and_for_writes(tmp_path, c
     assert entry.exists() and (project / "README.md").exists()
     with pytest.raises(CacheError, match="is not a polysemy-bench cache .*README.md"):
         Cache(project).save("capture", {"layer": "x"}, {"x": torch.zeros(1)})
-    assert Cache(tmp_path / "new").clear() == 0  # a new (absent) root: nothing to do
+    assert cache_admin.clear(Cache(tmp_path / "new")) == 0  # a new (absent) root: nothing to do
 
 
 def test_an_unmarked_root_of_cache_folders_only_is_adopted_on_write(tmp_path):
@@ -161,14 +162,14 @@ def test_a_code_fingerprint_change_gives_a_different_key(tmp_path, monkeypatch):
     spec = {"layer": "conv2"}
     before = cache.path("capture", spec)
     cache.save("capture", spec, {"x": torch.zeros(2)})
-    monkeypatch.setitem(cache_mod.KIND_CODE, "capture", ("benchmark.capture", "benchmark.stats", "benchmark.layers"))
+    monkeypatch.setitem(cache_mod.KIND_CODE, "capture", ("benchmark.engine.capture", "benchmark.engine.layer_stats", "benchmark.engine.layers"))
     assert cache.path("capture", spec) != before
     assert cache.load("capture", spec) is None  # the entry of the old code is not used
 
 
 def test_flipped_data_byte_of_cached_world_weights_is_detected_and_retrained(tmp_path, monkeypatch):
-    from benchmark.world.model import load_world_cnn
-    from benchmark.world.training import TrainConfig
+    from benchmark.sources.world.model import load_world_cnn
+    from benchmark.sources.world.training import TrainConfig
 
     monkeypatch.setenv("POLYSEMY_CACHE", str(tmp_path))
     tiny = dict(train=TrainConfig(epochs=1, batch_size=64), train_size=128, val_size=32, progress=False)
@@ -179,24 +180,25 @@ def test_flipped_data_byte_of_cached_world_weights_is_detected_and_retrained(tmp
         again = load_world_cnn(seed=3, **tiny)
     for (name, a), b in zip(first.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), name  # retrained (deterministic), never the flipped weights
-    assert Cache(tmp_path).verify() == (1, [])  # the rewritten entry is intact
+    assert cache_admin.verify(Cache(tmp_path)) == (1, [])  # the rewritten entry is intact
 
 
 def test_world_weights_key_includes_the_world_code_fingerprint(monkeypatch):
-    from benchmark.world import training
-    from benchmark.world.model import WorldCNN
+    from benchmark.sources.world import training
+    from benchmark.sources.world.model import WorldCNN
 
     spec = {"model": "world_cnn", "seed": 0}
     before = training.weights_path("world_cnn", training.weights_spec(WorldCNN(), spec))
-    monkeypatch.setattr(training, "WORLD_CODE", training.WORLD_CODE + ("benchmark.layers",))
+    monkeypatch.setattr(training, "WORLD_CODE", training.WORLD_CODE + ("benchmark.engine.layers",))
     assert training.weights_path("world_cnn", training.weights_spec(WorldCNN(), spec)) != before
 
 
 def test_a_weights_file_of_the_wrong_shape_names_the_file_and_the_keys(tmp_path):
-    from benchmark.checkpoints import CheckpointError
-    from benchmark.registry import MODELS
-    from benchmark.world.model import WorldCNN
     from safetensors.torch import save_file
+
+    from benchmark.core.registry import MODELS
+    from benchmark.sources.world.model import WorldCNN
+    from benchmark.storage.checkpoints import CheckpointError
 
     state = {k: v.clone() for k, v in WorldCNN().state_dict().items()}
     name = next(k for k, v in state.items() if v.dim() == 4)
@@ -213,14 +215,14 @@ def test_a_weights_file_of_the_wrong_shape_names_the_file_and_the_keys(tmp_path)
 
 
 def test_flipped_data_byte_of_capture_statistics_is_detected_and_recomputed(tmp_path):
-    from benchmark.capture import CaptureSpec, cached_capture
+    from benchmark.engine.capture import CaptureSpec, cached_capture
     from tests.fakes import TinyNet, random_images
 
     cache = Cache(tmp_path)
     model, data = TinyNet(), random_images()
     spec = CaptureSpec("conv2", top_k=4, tau=0.05)
     good = cached_capture(model, data, spec, cache=cache, progress=False)
-    (entry,) = list(cache.entries())
+    (entry,) = list(cache_admin.entries(cache))
     _flip_data_byte(entry.path, from_end=5)
     with pytest.warns(UserWarning, match="payload checksum mismatch"):
         again = cached_capture(model, data, spec, cache=cache, progress=False)

@@ -4,9 +4,10 @@ import warnings
 import pytest
 import torch
 
-from benchmark.cache import Cache
-from benchmark.capture import CaptureSpec, cached_capture, capture
-from benchmark.layers import UnknownLayerError
+from benchmark.engine.capture import CaptureSpec, cached_capture, capture
+from benchmark.engine.layers import UnknownLayerError
+from benchmark.storage import cache_admin
+from benchmark.storage.cache import Cache
 from tests.fakes import TinyNet, random_images
 
 
@@ -111,7 +112,7 @@ def test_cache_key_changes_with_layer_parameters_dataset_and_weights(tmp_path):
     for i, (m, d, s) in enumerate(variants, start=2):
         cached_capture(m, d, s, cache=cache, progress=False)
         assert cache.misses == i, f"variant {i - 1} was wrongly served from the cache"
-    assert len(list(cache.entries())) == 6
+    assert len(list(cache_admin.entries(cache))) == 6
 
 
 def test_corrupted_cache_file_is_recomputed_not_used(tmp_path):
@@ -119,7 +120,7 @@ def test_corrupted_cache_file_is_recomputed_not_used(tmp_path):
     model, data = TinyNet(), random_images()
     spec = CaptureSpec("conv2", top_k=4, tau=0.05)
     good = cached_capture(model, data, spec, cache=cache, progress=False)
-    (entry,) = list(cache.entries())
+    (entry,) = list(cache_admin.entries(cache))
     entry.path.write_bytes(b"this is not a safetensors file")
     with pytest.warns(UserWarning, match="corrupted"):
         again = cached_capture(model, data, spec, cache=cache, progress=False)
@@ -157,7 +158,7 @@ def test_bf16_autocast_option_stays_close_to_float32():
 
 
 def test_input_of_an_inplace_layer_is_read_before_it_runs():
-    from benchmark.layers import layer_activations
+    from benchmark.engine.layers import layer_activations
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU(inplace=True), torch.nn.Flatten(), torch.nn.LazyLinear(2))
     x = torch.randn(3, 3, 4, 4)
@@ -175,7 +176,7 @@ def test_input_of_an_inplace_layer_is_read_before_it_runs():
 
 
 def test_model_fingerprint_covers_batchnorm_buffers_and_weights():
-    from benchmark.cache import model_fingerprint
+    from benchmark.storage.cache import model_fingerprint
 
     a = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))  # 0-dim long buffer
     b = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
@@ -189,7 +190,7 @@ def test_model_fingerprint_covers_batchnorm_buffers_and_weights():
 
 
 def test_eval_mode_restores_every_modules_own_flag():
-    from benchmark.layers import eval_mode
+    from benchmark.engine.layers import eval_mode
 
     model = TinyNet().train()
     model.conv1.eval()  # a mixed state, e.g. a frozen sub-module

@@ -1,9 +1,10 @@
 """The command line: list, cache, help, errors."""
 import pytest
 
-from benchmark.cache import Cache
 from benchmark.cli import main
-from benchmark.registry import METHODS, METRICS
+from benchmark.core.registry import METHODS, METRICS
+from benchmark.storage import cache_admin
+from benchmark.storage.cache import Cache
 
 
 def test_list_shows_every_plugin_with_its_hyperparameters(capsys):
@@ -30,7 +31,7 @@ def test_cache_ls_and_clear(tmp_path, capsys):
     assert "capture" in capsys.readouterr().out
     assert main(["cache", "clear", "--root", str(tmp_path)]) == 0
     assert "removed 1 cache file" in capsys.readouterr().out
-    assert list(cache.entries()) == []
+    assert list(cache_admin.entries(cache)) == []
 
 
 def test_help_and_bad_input_exit_codes(capsys):

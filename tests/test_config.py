@@ -2,7 +2,7 @@
 import pytest
 
 from benchmark.cli import build_parser, run_overrides
-from benchmark.config import ConfigError, load_config, parse_override
+from benchmark.core.config import ConfigError, load_config, parse_override
 
 
 def test_packaged_configs_parse():
@@ -15,7 +15,7 @@ def test_packaged_configs_parse():
 
 
 def test_published_pairs_name_the_published_classes():
-    from benchmark.zoo.imagenet import imagenet_classes
+    from benchmark.sources.zoo.imagenet import imagenet_classes
 
     names = {c.index: c.name.lower() for c in imagenet_classes()}
     pairs = load_config("imagenet_resnet50").tracks.pairs.pairs

@@ -1,4 +1,4 @@
-"""PURE's reference crops (benchmark.crops): hand-made heatmaps with hand-computed boxes, the
+"""PURE's reference crops (benchmark.engine.crops): hand-made heatmaps with hand-computed boxes, the
 max-position seed, and the LRP composite path on a small torchvision ResNet."""
 from __future__ import annotations
 
@@ -6,8 +6,18 @@ import torch
 import torchvision
 from torch import nn
 
-from benchmark.crops import (blurred_abs, crop, denormalize, embed_native, lrp_composite, lrp_heatmaps,
-                             max_position_seed, normalize, pure_box, pure_crops)
+from benchmark.engine.crops import (
+    blurred_abs,
+    crop,
+    denormalize,
+    embed_native,
+    lrp_composite,
+    lrp_heatmaps,
+    max_position_seed,
+    normalize,
+    pure_box,
+    pure_crops,
+)
 
 H = W = 32
 

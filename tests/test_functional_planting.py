@@ -1,5 +1,5 @@
 """Functional planting: the fine-tuned network uses the planted channel for both concepts,
-and the planted channel stays exactly part_0 + part_1 (benchmark.functional_planting)."""
+and the planted channel stays exactly part_0 + part_1 (benchmark.planting.functional)."""
 from __future__ import annotations
 
 import functools
@@ -7,12 +7,12 @@ import functools
 import pytest
 import torch
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.datasets import Subset
-from benchmark.functional_planting import FunctionalSchedule, downstream_modules, finetune_downstream
-from benchmark.layers import channel_activation
-from benchmark.planted_validity import concept_measures
-from benchmark.planting import choose_planting_pairs, mean_responses, plant
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.engine.layers import channel_activation
+from benchmark.planting.functional import FunctionalSchedule, downstream_modules, finetune_downstream
+from benchmark.planting.merge import choose_planting_pairs, mean_responses, plant
+from benchmark.planting.validity import concept_measures
+from benchmark.sources.datasets import Subset
 from tests.fakes import TinyNet, random_images
 
 LAYER = "blocks.2.conv2"  # the default layer; the planted track accepts about half its candidates there
@@ -50,7 +50,7 @@ def test_schedule_bad_input():
 
 @functools.lru_cache(maxsize=1)
 def world_planting():
-    from benchmark.world import SyntheticWorld, load_world_cnn
+    from benchmark.sources.world import SyntheticWorld, load_world_cnn
     from benchmark.tracks import wordnet_unrelated
 
     model = load_world_cnn(seed=0)

@@ -7,12 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.fvis._common import Rendering, identity, mean_std_normalize
-from benchmark.fvis._objectives import (channel_objective, direction_objective, module_output,
-                                        split_objective)
-from benchmark.fvis.maco import COLOR_CORRELATION, MACO, magnitude_spectrum, one_over_f_spectrum
-from benchmark.registry import FEATURE_VIS
-from benchmark.types import Split, Target
+from benchmark.core.registry import FEATURE_VIS
+from benchmark.core.types import Split, Target
+from benchmark.engine.fvis._common import Rendering, identity, mean_std_normalize
+from benchmark.engine.fvis._objectives import channel_objective, direction_objective, module_output, split_objective
+from benchmark.engine.fvis.maco import COLOR_CORRELATION, MACO, magnitude_spectrum, one_over_f_spectrum
 
 BACKENDS = FEATURE_VIS.names()
 STEPS = 16

@@ -4,12 +4,12 @@ more than the starting noise does."""
 import pytest
 import torch
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.datasets import Subset
-from benchmark.fvis._objectives import split_objective
-from benchmark.registry import FEATURE_VIS, METHODS
-from benchmark.types import Context, Target
-from benchmark.world import DEFAULT_LAYER
+from benchmark.core.registry import FEATURE_VIS, METHODS
+from benchmark.core.types import Context, Target
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.engine.fvis._objectives import split_objective
+from benchmark.sources.datasets import Subset
+from benchmark.sources.world import DEFAULT_LAYER
 
 
 @pytest.fixture(scope="module")

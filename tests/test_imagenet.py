@@ -1,12 +1,18 @@
-"""ImageNet as an image folder (benchmark.zoo.imagenet) on tiny fakes made here, and the
+"""ImageNet as an image folder (benchmark.sources.zoo.imagenet) on tiny fakes made here, and the
 shipped ImageNet-1k class table against published indices, torchvision and WordNet."""
 import pytest
 import torch
 from PIL import Image
 
-from benchmark.registry import DATASETS
-from benchmark.zoo.imagenet import (IMAGENET_MEAN, IMAGENET_STD, ImageNetFolder, imagenet,
-                                    imagenet_classes, imagenet_eval_transform)
+from benchmark.core.registry import DATASETS
+from benchmark.sources.zoo.imagenet import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageNetFolder,
+    imagenet,
+    imagenet_classes,
+    imagenet_eval_transform,
+)
 
 TENCH, GOLDFISH, CARDOON = "n01440764", "n01443537", "n07730033"
 
@@ -44,7 +50,7 @@ def test_class_order_matches_torchvision_categories():
 
 
 def test_class_table_synsets_agree_with_wordnet():
-    from benchmark.wordnet import synset_from_wnid
+    from benchmark.sources.wordnet import synset_from_wnid
 
     for c in imagenet_classes():
         assert synset_from_wnid(c.wnid).name() == c.synset, c

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.config import load_config
-from benchmark.runner import Runner
-from benchmark.zoo.imagenet import imagenet_classes
-from benchmark.zoo.torchvision_models import load_torchvision
+from benchmark.core.config import load_config
+from benchmark.run.runner import Runner
+from benchmark.sources.zoo.imagenet import imagenet_classes
+from benchmark.sources.zoo.torchvision_models import load_torchvision
 
 pytestmark = pytest.mark.slow
 

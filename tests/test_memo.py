@@ -1,9 +1,9 @@
-"""benchmark.memo: per-image memo of activation functions (hits by content, not identity)."""
+"""benchmark.engine.memo: per-image memo of activation functions (hits by content, not identity)."""
 import torch
 
-from benchmark.memo import ImageMemo, memoized
+from benchmark.core.types import Target
+from benchmark.engine.memo import ImageMemo, memoized
 from methods.arv_surgery import ARVSurgery
-from benchmark.types import Target
 from tests.fakes import tiny_context
 
 
@@ -49,7 +49,7 @@ def test_memoized_surgery_split_computes_each_image_once():
 
 
 def test_object_memo_hits_only_for_the_same_live_objects_and_keeps_the_newest():
-    from benchmark.memo import ObjectMemo
+    from benchmark.engine.memo import ObjectMemo
 
     memo, calls = ObjectMemo(2), []
 

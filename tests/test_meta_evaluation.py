@@ -1,4 +1,4 @@
-"""Meta-evaluation (benchmark.meta_evaluation): rank agreement against known answers, and the
+"""Meta-evaluation (benchmark.evaluation.meta_evaluation): rank agreement against known answers, and the
 whole path on a small planted case (TinyNet) with the oracle/duplicate calibration."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from benchmark.meta_evaluation import COLUMNS, meta_evaluation, rank_agreement, write_meta_evaluation
-from benchmark.planting import plant
-from benchmark.registry import METHODS, METRICS
-from benchmark.types import NotApplicable, Target
+from benchmark.core.registry import METHODS, METRICS
+from benchmark.core.types import NotApplicable, Target
+from benchmark.evaluation.meta_evaluation import COLUMNS, meta_evaluation, rank_agreement, write_meta_evaluation
+from benchmark.planting.merge import plant
 from tests.fakes import tiny_context
 
 

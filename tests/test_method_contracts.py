@@ -1,6 +1,6 @@
 """Contract tests parametrised over EVERY registered method (a new method gets them for free).
 
-Setting: TinyNet with a planted polysemantic channel (benchmark.planting), a Context with the
+Setting: TinyNet with a planted polysemantic channel (benchmark.planting.merge), a Context with the
 planted ground truth and a Target that names the two concepts (class sets), so every method
 applies. Methods are built with their defaults; a field ``n_ref`` is shrunk to the size of
 the tiny fit set. A method that raises NotApplicable is skipped with its reason, except
@@ -17,11 +17,11 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.layers import channel_activation, layer_activations
-from benchmark.planting import class_selectivity, plant
-from benchmark.registry import METHODS, hyperparameters
-from benchmark.types import Context, NotApplicable, Split, Target
+from benchmark.core.registry import METHODS, hyperparameters
+from benchmark.core.types import Context, NotApplicable, Split, Target
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.engine.layers import channel_activation, layer_activations
+from benchmark.planting.merge import class_selectivity, plant
 from tests.fakes import TinyNet, random_images
 
 LAYER, PAIR, TOP_K, N_REF = "conv2", (0, 3), 24, 16

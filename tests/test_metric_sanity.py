@@ -12,11 +12,12 @@ matching of activation_ratio lets a random routing look slightly better than 0.5
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 import pytest
 
-from benchmark.registry import METHODS, METRICS
-from benchmark.types import NotApplicable
+from benchmark.core.registry import METHODS, METRICS
+from benchmark.core.types import NotApplicable
 
 SPLIT_METRICS = [n for n in METRICS.names() if METRICS.get(n).scope == "split"]
 TRIVIAL = ("duplicate", "identity", "nuisance_split")

@@ -8,8 +8,8 @@ import functools
 import pytest
 import torch
 
-from benchmark.layers import capture_layer, channel_activation
-from benchmark.types import NotApplicable, Split, Target
+from benchmark.core.types import NotApplicable, Split, Target
+from benchmark.engine.layers import capture_layer, channel_activation
 from metrics._common import original_with_attribution
 from metrics.activation_ratio import ActivationRatio
 from tests.fakes import tiny_context
@@ -130,7 +130,7 @@ def test_attribution_filter_matches_plain_reference():
 def test_a_concept_without_kept_images_still_reports_the_other():
     # as the authors' get_results.py: concept 1 keeps no image (its classes are absent from
     # this held-out subset), concept 0 is still scored
-    from benchmark.datasets import Subset
+    from benchmark.sources.datasets import Subset
 
     c = ctx()
     keep = [i for i in range(len(c.heldout)) if int(c.heldout.labels[i]) not in (1, 3)]

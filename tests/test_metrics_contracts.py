@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import metrics.embedding_separation as es
-from benchmark.capture import CaptureSpec, capture
-from benchmark.planting import plant
-from benchmark.registry import METHODS, METRICS
-from benchmark.types import Column, Context, NotApplicable, Target
+from benchmark.core.registry import METHODS, METRICS
+from benchmark.core.types import Column, Context, NotApplicable, Target
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.planting.merge import plant
 from tests.fakes import TinyNet, random_images
 
 LAYER, PAIR = "conv2", (1, 4)  # channel 1 passes the tau filter on every class here

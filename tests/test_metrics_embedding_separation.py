@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import metrics.embedding_separation as es
-from benchmark.crops import pure_crops
-from benchmark.layers import channel_activation
-from benchmark.types import Split, Target
+from benchmark.core.types import Split, Target
+from benchmark.engine.crops import pure_crops
+from benchmark.engine.layers import channel_activation
 from metrics._pool import reference_pool
 from metrics.embedding_separation import EmbeddingSeparation, scored, separation
 from tests.fakes import tiny_context
@@ -120,7 +120,7 @@ def test_fvis_source_renders_per_neuron(small):
 def test_fvis_embeddings_are_cached_per_run_unit(small, tmp_path):
     import dataclasses
 
-    from benchmark.cache import Cache
+    from benchmark.storage.cache import Cache
 
     c = dataclasses.replace(ctx(), cache=Cache(tmp_path / "cache"))
     metric = EmbeddingSeparation(embedder="small", pool_size=12, fvis_per_neuron=2,
@@ -152,7 +152,7 @@ def test_config_errors():
 
 @pytest.mark.slow
 def test_factor_aware_judge_does_not_score_a_colour_split_as_a_concept_split(world_val):
-    from benchmark.registry import EMBEDDERS
+    from benchmark.core.registry import EMBEDDERS
 
     labels = world_val.labels
     one_class = torch.nonzero(labels == 0).flatten()[:120]

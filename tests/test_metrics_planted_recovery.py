@@ -10,9 +10,9 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from benchmark.layers import channel_activation
-from benchmark.planting import plant
-from benchmark.types import NotApplicable, Split, Target
+from benchmark.core.types import NotApplicable, Split, Target
+from benchmark.engine.layers import channel_activation
+from benchmark.planting.merge import plant
 from metrics._pool import reference_pool
 from metrics.planted_recovery import PlantedRecovery, crossfit_r2, pearson_matrix
 from tests.fakes import tiny_context

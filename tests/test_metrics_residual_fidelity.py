@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.layers import channel_activation
-from benchmark.types import NotApplicable, Split, Target
+from benchmark.core.types import NotApplicable, Split, Target
+from benchmark.engine.layers import channel_activation
 from metrics.output_fidelity import OutputFidelity
 from metrics.residual_energy import ResidualEnergy
 from tests.fakes import tiny_context

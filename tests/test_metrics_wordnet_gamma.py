@@ -1,7 +1,7 @@
 """wordnet_gamma: hand-counted precision/recall on hand-made class-pair tables.
 
 The pure core is tested without WordNet; one test uses the real WordNet 3.0 (provisioned by
-``python -m benchmark.wordnet_setup``) on classes of the synthetic world.
+``python -m benchmark.sources.wordnet_setup``) on classes of the synthetic world.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-import benchmark.wordnet
-from benchmark.datasets import ClassInfo
-from benchmark.types import NotApplicable
+import benchmark.sources.wordnet
+from benchmark.core.types import NotApplicable
+from benchmark.sources.datasets import ClassInfo
 from metrics.wordnet_gamma import DEFAULT_SWEEP, WordNetGamma, gamma_precision_recall
 
 # truth (sim < 0.65):   T    T    F    F    T     F
@@ -62,7 +62,7 @@ def fake_wordnet(monkeypatch):
         i, j = sorted((int(a[1]), int(b[1])))
         return table[(i, j)]
 
-    monkeypatch.setattr(benchmark.wordnet, "similarity", similarity)
+    monkeypatch.setattr(benchmark.sources.wordnet, "similarity", similarity)
     return calls
 
 
@@ -117,7 +117,7 @@ def test_metric_not_applicable_and_bad_tables(fake_wordnet):
 
 
 def test_real_wordnet_on_world_classes():
-    from benchmark.world.classes import CLASS_INFOS
+    from benchmark.sources.world.classes import CLASS_INFOS
 
     ctx = SimpleNamespace(fit=SimpleNamespace(classes=CLASS_INFOS))
     # 0 beagle, 1 golden retriever, 4 Granny Smith, 8 sports car, 12 violin, 13 cello

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from benchmark.layers import UnknownLayerError, channel_activation, get_layer
-from benchmark.registry import MODELS, UnknownNameError
-from benchmark.zoo.torchvision_models import WeightsError, load_torchvision
+from benchmark.core.registry import MODELS, UnknownNameError
+from benchmark.engine.layers import UnknownLayerError, channel_activation, get_layer
+from benchmark.sources.zoo.torchvision_models import WeightsError, load_torchvision
 
 
 def test_unknown_model_name_lists_available():

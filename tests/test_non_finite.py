@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.finite import NonFiniteError
-from benchmark.registry import MODELS
-from benchmark.runner import Runner
-from benchmark.types import NotApplicable, Split, Target
+from benchmark.core.finite import NonFiniteError
+from benchmark.core.registry import MODELS
+from benchmark.core.types import NotApplicable, Split, Target
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.run.runner import Runner
 from metrics.output_fidelity import OutputFidelity
 from tests.fakes import TinyNet, random_images, tiny_context
 from tests.test_runner import NUM_CLASSES, tiny_config

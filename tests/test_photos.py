@@ -1,4 +1,4 @@
-"""The real-photo dataset (benchmark.photos): the shipped mapping checked against WordNet,
+"""The real-photo dataset (benchmark.sources.photos): the shipped mapping checked against WordNet,
 the split by source photo, deterministic composites, provisioning, and exact surgery on
 Lite0's ``_conv_head`` over these photos."""
 import os
@@ -8,15 +8,15 @@ import subprocess
 import pytest
 import torch
 
-from benchmark.photos import setup as photo_setup
-from benchmark.photos.classes import mapped_stamps, photo_classes, stamps
-from benchmark.photos.dataset import split_stamps
-from benchmark.zoo.imagenet import imagenet_classes
+from benchmark.sources.photos import setup as photo_setup
+from benchmark.sources.photos.classes import mapped_stamps, photo_classes, stamps
+from benchmark.sources.photos.dataset import split_stamps
+from benchmark.sources.zoo.imagenet import imagenet_classes
 
 
 @pytest.fixture(scope="module")
 def wn():
-    from benchmark.wordnet import wordnet
+    from benchmark.sources.wordnet import wordnet
 
     return wordnet()
 
@@ -26,7 +26,7 @@ def _ancestors(synset):
 
 
 def test_every_synset_exists_and_lies_under_its_category(wn):
-    from benchmark.wordnet import wnid_of
+    from benchmark.sources.wordnet import wnid_of
 
     categories = {c.synset: c for c in photo_classes()}
     for c in photo_classes():
@@ -66,7 +66,7 @@ def test_no_source_photo_is_in_both_splits():
 
 @pytest.fixture(scope="module")
 def photos():
-    from benchmark.registry import DATASETS
+    from benchmark.core.registry import DATASETS
 
     return {split: DATASETS.get("stamp_photos")(split=split, per_class=2, image_size=224) for split in ("train", "val")}
 
@@ -93,9 +93,9 @@ def test_composites_are_deterministic_and_labelled_by_source(photos):
 
 
 def test_surgery_on_conv_head_leaves_lite0_logits_unchanged(photos):
-    from benchmark.capture import CaptureSpec, capture
-    from benchmark.registry import METHODS, MODELS
-    from benchmark.types import Context, Target
+    from benchmark.core.registry import METHODS, MODELS
+    from benchmark.core.types import Context, Target
+    from benchmark.engine.capture import CaptureSpec, capture
 
     model = MODELS.get("efficientnet_lite0_photos")()
     fit, heldout = photos["train"], photos["val"]
@@ -127,7 +127,7 @@ def test_missing_stamps_error_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("POLYSEMY_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(photo_setup, "DEBIAN_STAMPS", tmp_path / "usr-share")
     assert photo_setup.locate_stamps() is None
-    with pytest.raises(photo_setup.StampsMissingError, match="python -m benchmark.photos.setup"):
+    with pytest.raises(photo_setup.StampsMissingError, match="python -m benchmark.sources.photos.setup"):
         photo_setup.locate_stamps(required=True)
     assert photo_setup.main(["--no-apt"]) == 1
 

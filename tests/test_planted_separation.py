@@ -3,7 +3,7 @@ a planted polysemantic channel better than chance (``random_split``) and no bett
 ground truth (``oracle``).
 
 Setting: the trained world CNN (tests/conftest.py ``world_model``), layer
-``DEFAULT_LAYER``; three channel pairs chosen by :func:`benchmark.planting.choose_channel_pairs`
+``DEFAULT_LAYER``; three channel pairs chosen by :func:`benchmark.planting.merge.choose_channel_pairs`
 (most class-selective channels whose top classes lie in different WordNet groups) are
 planted into one model copy; methods fit on 2,000 validation images and are scored on
 1,000 other validation images.
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.registry import METHODS
-from benchmark.types import Context, Target
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Context, Target
 from tests.fakes import planted_world_context
 
 PUBLISHED = ("arv_surgery", "pure", "activation_clustering", "activation_kmeans")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.planted_validity import ValidityRule, concept_measures, judge
-from benchmark.planting import choose_planting_pairs, merged_margin
-from benchmark.stats import LayerStats
+from benchmark.engine.layer_stats import LayerStats
+from benchmark.planting.merge import choose_planting_pairs, merged_margin
+from benchmark.planting.validity import ValidityRule, concept_measures, judge
 
 
 def stats(output_means, importance, counts=10) -> LayerStats:

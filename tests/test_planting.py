@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.layers import channel_activation
-from benchmark.planting import choose_channel_pairs, class_selectivity, plant
-from benchmark.zoo.torchvision_models import load_torchvision
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.engine.layers import channel_activation
+from benchmark.planting.merge import choose_channel_pairs, class_selectivity, plant
+from benchmark.sources.zoo.torchvision_models import load_torchvision
 from tests.fakes import TinyNet, random_images
 
 
@@ -37,7 +37,7 @@ def test_planting_works_on_a_torchvision_conv_with_stride_and_bias_free():
 
 def test_selectivity_known_answer_and_pair_choice():
     # channel 0 fires only for class 0, channel 1 only for class 1, channel 2 equally
-    from benchmark.stats import LayerStats
+    from benchmark.engine.layer_stats import LayerStats
     counts = torch.tensor([10, 10, 10])
     means = torch.tensor([[5.0, 0.0, 1.0], [0.0, 4.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     z = torch.zeros(3, 1, dtype=torch.long)
@@ -71,7 +71,7 @@ def test_chosen_pairs_come_from_real_capture_statistics():
 
 
 def test_pairs_with_correlated_class_profiles_are_rejected():
-    from benchmark.stats import LayerStats
+    from benchmark.engine.layer_stats import LayerStats
     counts = torch.tensor([10, 10, 10, 10])
     # channels 0 and 1 have different top classes but nearly the same profile over classes
     means = torch.tensor([[5.0, 4.0, 1.0], [4.0, 5.0, 1.0], [0.0, 0.0, 3.0], [0.0, 0.1, 1.0]], dtype=torch.float64)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark import plots
+from benchmark.reporting import plots
 
 RNG = np.random.default_rng(0)
 

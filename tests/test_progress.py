@@ -2,8 +2,8 @@
 metrics (the judge embedder's training) and restores the setting afterwards."""
 from __future__ import annotations
 
-import benchmark.embedders.judge as judge_embedder
-from benchmark.progress import enabled, progress_bars
+import benchmark.sources.embedders.judge as judge_embedder
+from benchmark.core.progress import enabled, progress_bars
 
 
 def test_switch_is_scoped_and_restored():
@@ -23,7 +23,7 @@ def test_judge_embedder_loads_its_network_with_the_switch(monkeypatch):
         seen["progress"] = progress
         return object()
 
-    monkeypatch.setattr("benchmark.world.judge.load_judge", fake_load_judge)
+    monkeypatch.setattr("benchmark.sources.world.judge.load_judge", fake_load_judge)
     judge_embedder._judge_model.cache_clear()
     try:
         with progress_bars(False):

@@ -14,10 +14,10 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
-from benchmark.cache import Cache
-from benchmark.capture import CaptureSpec, capture
-from benchmark.layers import channel_activation
-from benchmark.types import Context, NotApplicable, Target
+from benchmark.core.types import Context, NotApplicable, Target
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.engine.layers import channel_activation
+from benchmark.storage.cache import Cache
 from methods.pure import Pure
 from tests.fakes import TensorImages, tiny_context
 

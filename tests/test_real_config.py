@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from benchmark.cache import Cache
-from benchmark.config import load_config
-from benchmark.runner import Runner
+from benchmark.core.config import load_config
+from benchmark.run.runner import Runner
+from benchmark.storage.cache import Cache
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_real_config_runs_end_to_end_on_a_small_subset(tmp_path):
     assert {m.split("@")[0] for m in results["model"]} == {"efficientnet_lite0_photos"} and set(results["layer"]) == {"_conv_head"}
     assert set(results["dataset"]) == {"stamp_photos"}
     assert set(results[results.track == "pairs"]["target"]) == {"_conv_head#5:2|4"}
-    from benchmark.registry import METHODS
+    from benchmark.core.registry import METHODS
 
     assert set(results["method"]) == set(METHODS.names())
     assert any(m.startswith("embedding_separation[lite2_clip_stand_in") for m in results["metric"])

@@ -1,4 +1,4 @@
-"""ARVs, cosine rule and candidate pairs (benchmark.relevance) against plainly written
+"""ARVs, cosine rule and candidate pairs (benchmark.engine.relevance) against plainly written
 reference computations of Hesse et al. (2025), steps 1-2."""
 import math
 
@@ -6,10 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.relevance import (PairRecord, arv, arv_by_gradient, arv_cosine, candidate_pairs,
-                                 closed_form_exact, concept_arvs, detect_polysemantic_pairs)
-from benchmark.stats import LayerStats
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.engine.layer_stats import LayerStats
+from benchmark.engine.relevance import (
+    PairRecord,
+    arv,
+    arv_by_gradient,
+    arv_cosine,
+    candidate_pairs,
+    closed_form_exact,
+    concept_arvs,
+    detect_polysemantic_pairs,
+)
 from tests.fakes import TensorImages, TinyNet, random_images
 
 

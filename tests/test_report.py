@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.detection_report import detection_table
-from benchmark.report import cd_panels, per_target_table, write_report
-from benchmark.statistics import paired_comparisons, target_values
-from benchmark.tables import COLUMNS, normalise
+from benchmark.evaluation.statistics import paired_comparisons, target_values
+from benchmark.reporting.detection_table import detection_table
+from benchmark.reporting.leaderboards import COLUMNS, normalise
+from benchmark.reporting.statistical_report import cd_panels, per_target_table, write_report
 from metrics._detection import classifier_report
 
 
@@ -91,7 +91,7 @@ def test_write_report(tmp_path):
 
 
 def test_single_target_cells_take_the_metrics_own_interval():
-    from benchmark.tables import leaderboard
+    from benchmark.reporting.leaderboards import leaderboard
 
     df = results()
     board = leaderboard(df, "detection")

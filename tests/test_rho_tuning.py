@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.layers import get_layer, layer_activations
-from benchmark.relevance import concept_arvs
-from benchmark.types import Context, Target
+from benchmark.core.types import Context, Target
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.engine.layers import get_layer, layer_activations
+from benchmark.engine.relevance import concept_arvs
 from methods._surgery import RHO_GRID, GridEvaluator, partition, tune_rho, tune_rho_by_forward
 from methods.arv_surgery import ARVSurgery
 from tests.fakes import random_images

@@ -7,9 +7,9 @@ import shutil
 import pandas as pd
 import pytest
 
-from benchmark import run_folder
 from benchmark.cli import main
-from benchmark.runner import RunDirectoryError, Runner
+from benchmark.run import folder as run_folder
+from benchmark.run.runner import RunDirectoryError, Runner
 from tests.test_runner import tiny_config
 
 CHEAP = {"methods": ["identity", "arv_surgery"], "metrics": ["activation_ratio", "output_fidelity"],
@@ -146,7 +146,8 @@ def test_leftover_temp_files_are_removed(tmp_path):
 
 
 def test_user_errors_stop_before_setup_with_one_line(tmp_path, monkeypatch, capsys):
-    from benchmark import environment, wordnet
+    from benchmark.engine import environment
+    from benchmark.sources import wordnet
 
     def setup_reached(*a, **k):
         raise AssertionError("the set-up ran before the checks")
@@ -165,7 +166,7 @@ def test_user_errors_stop_before_setup_with_one_line(tmp_path, monkeypatch, caps
     monkeypatch.setattr(wordnet, "locate", lambda: None)
     assert main(run) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "WordNet" in err and "benchmark.wordnet_setup" in err
+    assert err.count("\n") == 1 and "WordNet" in err and "benchmark.sources.wordnet_setup" in err
     monkeypatch.undo()
 
     monkeypatch.setattr(environment.Environment, "__init__", setup_reached)
@@ -177,7 +178,7 @@ def test_user_errors_stop_before_setup_with_one_line(tmp_path, monkeypatch, caps
     assert "unknown embedder 'clip'" in capsys.readouterr().err
     assert main(separation) == 2  # the judge of the synthetic world on another dataset
     assert "embedder 'judge' of embedding_separation only embeds synthetic_world images" in capsys.readouterr().err
-    from benchmark.embedders import open_clip as clip
+    from benchmark.sources.embedders import open_clip as clip
 
     monkeypatch.setattr(clip, "_cached_checkpoint", lambda cfg, cache_dir: None)
     monkeypatch.setattr(clip, "_online", lambda *a, **k: False)
@@ -193,8 +194,8 @@ def test_a_full_disk_or_unwritable_folder_is_one_line(tmp_path, monkeypatch, cap
     import errno
     import os
 
-    from benchmark import cache as cache_mod
     from benchmark.cli import error_line
+    from benchmark.storage import cache as cache_mod
 
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "run" / "results.csv"))
     assert error_line(full) == f"{os.strerror(errno.ENOSPC)} ({tmp_path / 'run' / 'results.csv'}) - free some space " \

@@ -8,16 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmark.config import ConfigError, load_config
-from benchmark.registry import DATASETS, MODELS, UnknownNameError
-from benchmark.runner import RunDirectoryError, Runner
+from benchmark.core.config import ConfigError, load_config
+from benchmark.core.registry import DATASETS, MODELS, UnknownNameError
+from benchmark.run.runner import RunDirectoryError, Runner
 from tests.fakes import TensorImages, TinyNet
 
 NUM_CLASSES = 16
 
 
 def _world_classes():
-    from benchmark.world.classes import CLASS_INFOS  # 16 real WordNet synsets
+    from benchmark.sources.world.classes import CLASS_INFOS  # 16 real WordNet synsets
 
     return CLASS_INFOS
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.config import ConfigError, load_config
-from benchmark.registry import METHODS
-from benchmark.runner import RESULT_COLUMNS, resolve
+from benchmark.core.config import ConfigError, load_config
+from benchmark.core.registry import METHODS
+from benchmark.core.types import Target
+from benchmark.run.runner import RESULT_COLUMNS, resolve
 from benchmark.tracks import TrackPlan
-from benchmark.types import Target
 from tests.fakes import tiny_context
 
 

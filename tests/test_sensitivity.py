@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.config import ConfigError
-from benchmark.sensitivity import Sweep, SweepPlan, load_sweeps, value_config, write_sensitivity
-from benchmark.tables import COLUMNS
+from benchmark.core.config import ConfigError
+from benchmark.reporting.leaderboards import COLUMNS
+from benchmark.run.sensitivity import Sweep, SweepPlan, load_sweeps, value_config, write_sensitivity
 
 
 def test_default_sweep_file_and_value_config(tmp_path):

@@ -9,9 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.statistics import (bootstrap_ci, holm, leaders, paired_comparisons, seed_spread,
-                                  sign_flip_pvalue, target_values)
-from benchmark.tables import COLUMNS, normalise
+from benchmark.evaluation.statistics import (
+    bootstrap_ci,
+    holm,
+    leaders,
+    paired_comparisons,
+    seed_spread,
+    sign_flip_pvalue,
+    target_values,
+)
+from benchmark.reporting.leaderboards import COLUMNS, normalise
 
 
 def _brute_sign_flip(d):
@@ -155,7 +162,7 @@ def test_partial_coverage_never_bolded():
 
 
 def test_seed_keys_other_than_seed():
-    from benchmark.tables import leaderboard
+    from benchmark.reporting.leaderboards import leaderboard
 
     a = results({"a": [1.0, 3.0]}).drop(columns="seed").assign(model_seed=0, method_seed=0)
     b = results({"a": [3.0, 7.0]}).drop(columns="seed").assign(model_seed=1, method_seed=0)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.table_render import fmt_number, render, write_leaderboards
-from benchmark.tables import COLUMNS, bootstrap_ci, leaderboard, load_results, method_labels
+from benchmark.reporting.leaderboards import COLUMNS, bootstrap_ci, leaderboard, load_results, method_labels
+from benchmark.reporting.table_formats import fmt_number, render, write_leaderboards
 
 
 def _rows(method, metric, column, values, hib, params="{}", main=True, track="pairs",

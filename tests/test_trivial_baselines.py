@@ -8,14 +8,14 @@ import functools
 import pytest
 import torch
 
-from benchmark.capture import CaptureSpec, capture
-from benchmark.datasets import Subset
-from benchmark.layers import channel_activation
-from benchmark.types import Context, NotApplicable, Target
+from benchmark.core.types import Context, NotApplicable, Target
+from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.engine.layers import channel_activation
+from benchmark.sources.datasets import Subset
 from methods.class_gate import ClassGate, concept_scores
 from methods.duplicate import Duplicate
 from methods.nuisance_split import NuisanceSplit, colour_bins
-from tests.fakes import TinyNet, random_images, tiny_context
+from tests.fakes import TinyNet, tiny_context
 
 LAYER = "conv2"
 
@@ -88,7 +88,7 @@ def test_class_gate_needs_concepts():
 
 @functools.lru_cache(maxsize=1)
 def world_context() -> tuple[Context, object]:
-    from benchmark.world import SyntheticWorld
+    from benchmark.sources.world import SyntheticWorld
 
     world = SyntheticWorld("test", size=480, seed=3)  # images no default was tuned on
     fit = Subset(world, range(0, 480, 2))  # the method must see through subsets

@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 
 from benchmark.cli import main
-from benchmark.datasets import UnreadableImageError
-from benchmark.registry import DATASETS, MODELS
+from benchmark.core.registry import DATASETS, MODELS
+from benchmark.sources.datasets import UnreadableImageError
 from tests.fakes import TinyNet
 from tests.test_imagenet import GOLDFISH, TENCH, make_fake_imagenet
 

@@ -1,6 +1,6 @@
-"""WordNet access (benchmark.wordnet) and offline provisioning (benchmark.wordnet_setup).
+"""WordNet access (benchmark.sources.wordnet) and offline provisioning (benchmark.sources.wordnet_setup).
 
-Needs WordNet 3.0 provisioned (``python -m benchmark.wordnet_setup``); without it these
+Needs WordNet 3.0 provisioned (``python -m benchmark.sources.wordnet_setup``); without it these
 tests fail with :class:`WordNetMissingError`, whose message says how to fix it.
 """
 import math
@@ -11,8 +11,8 @@ from pathlib import Path
 import nltk.data
 import pytest
 
-from benchmark import wordnet as wn
-from benchmark import wordnet_setup
+from benchmark.sources import wordnet as wn
+from benchmark.sources import wordnet_setup
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_missing_wordnet_raises_with_the_fix(tmp_path, monkeypatch):
     with pytest.raises(wn.WordNetMissingError) as info:
         wn.synset_from_wnid("n01440764")
     text = str(info.value)
-    assert "python -m benchmark.wordnet_setup" in text
+    assert "python -m benchmark.sources.wordnet_setup" in text
     assert "nltk.download('wordnet')" in text
     assert str(empty_nltk) in text and str(empty_own) in text
     assert isinstance(info.value, LookupError)

@@ -3,20 +3,37 @@ factor consistency, dataset, world CNN (architecture, cache, accuracy), judge, r
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from benchmark.registry import DATASETS, EMBEDDERS, MODELS
-from benchmark.world import (
-    CLASS_INFOS, DEFAULT_LAYER, GROUPS, SHAPES, TEXTURES, WORLD_CLASSES, JudgeNet, SyntheticWorld, TrainConfig,
-    WorldCNN, WorldConfig, accuracy, class_of, classes_sharing, generate, judge_accuracies, load_world_cnn,
-    render, sample_factors, unrelated_pairs_sharing_texture, write_example_grid,
+from benchmark.core.registry import DATASETS, EMBEDDERS, MODELS
+from benchmark.sources.world import (
+    CLASS_INFOS,
+    DEFAULT_LAYER,
+    GROUPS,
+    SHAPES,
+    TEXTURES,
+    WORLD_CLASSES,
+    JudgeNet,
+    SyntheticWorld,
+    TrainConfig,
+    WorldCNN,
+    WorldConfig,
+    accuracy,
+    class_of,
+    classes_sharing,
+    generate,
+    judge_accuracies,
+    load_world_cnn,
+    render,
+    sample_factors,
+    unrelated_pairs_sharing_texture,
+    write_example_grid,
 )
-from benchmark.world.generator import hash32, object_mask
-from benchmark.world.training import save_weights
+from benchmark.sources.world.generator import hash32, object_mask
+from benchmark.sources.world.training import save_weights
 
 QUIET = WorldConfig(noise_std=0.0)
 
@@ -43,9 +60,9 @@ def test_class_table_structure():
 
 def test_class_table_matches_wordnet():
     try:
-        from benchmark import wordnet as wn
+        from benchmark.sources import wordnet as wn
     except ImportError as err:  # only before the WordNet module exists
-        pytest.skip(f"benchmark.wordnet is not importable yet: {err}")
+        pytest.skip(f"benchmark.sources.wordnet is not importable yet: {err}")
     for c in WORLD_CLASSES:
         synset = wn.synset_from_wnid(c.info.wnid)
         assert synset.name() == c.info.synset, c.info
@@ -228,7 +245,7 @@ def test_training_is_deterministic_and_cached(tmp_path, monkeypatch):
     first = load_world_cnn(seed=5, **tiny)
     files = list((tmp_path / "world").glob("world_cnn-*.safetensors"))
     assert len(files) == 1 and not first.training
-    import benchmark.world.model as world_model
+    import benchmark.sources.world.model as world_model
 
     def no_training(*a, **k):
         raise AssertionError("a cached model was retrained")
@@ -292,7 +309,7 @@ def test_example_grid_is_a_png(tmp_path):
 
 def test_training_works_when_triggered_inside_no_grad():
     """Models train lazily on first use, e.g. the judge inside a metric's no_grad block."""
-    from benchmark.world.training import TrainConfig, fit
+    from benchmark.sources.world.training import TrainConfig, fit
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
     images = torch.randint(0, 255, (8, 3, 4, 4), dtype=torch.uint8)

@@ -1,0 +1,198 @@
+"""The capture engine: ONE streaming pass over a dataset for a model and a layer.
+
+Per batch it runs one forward (and, when importance counters are requested, one backward
+from the true-class logits to the layer output only) and folds the results into running
+statistics (:class:`benchmark.engine.layer_stats.LayerStats`) without keeping per-image tensors. The
+pass is cached by (model weights, layer, dataset, parameters, code version and a
+fingerprint of this module's code). NaN or inf in logits, activations or attributions stop
+the pass with an error naming the model, layer and images (:mod:`benchmark.core.finite`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from benchmark.core.finite import FiniteWatch
+from benchmark.engine.layer_stats import LayerStats
+from benchmark.engine.layers import eval_mode, get_layer
+from benchmark.sources.datasets import ImageDataset
+from benchmark.storage.cache import Cache, model_fingerprint
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """What to capture. ``tau=None`` skips the importance counters (and the backward)."""
+
+    layer: str
+    top_k: int = 100
+    tau: float | None = 0.03
+    batch_size: int = 64
+    autocast_bf16: bool = False  # GPU option: forward/backward in bfloat16 autocast
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.tau is not None and not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau must be in [0, 1] or None, got {self.tau}")
+
+
+def _merge_topk(values: Tensor, ids: Tensor, new_values: Tensor, new_ids: Tensor, k: int):
+    """Keep the k largest per row; ties go to the smaller dataset index (deterministic)."""
+    all_values = torch.cat([values, new_values], dim=1)
+    all_ids = torch.cat([ids, new_ids], dim=1)
+    by_id = torch.argsort(all_ids, dim=1, stable=True)
+    all_values, all_ids = all_values.gather(1, by_id), all_ids.gather(1, by_id)
+    order = torch.argsort(-all_values, dim=1, stable=True)[:, :k]
+    return all_values.gather(1, order), all_ids.gather(1, order)
+
+
+class _Accumulator:
+    def __init__(self, num_classes: int, spec: CaptureSpec):
+        self.spec, self.T = spec, num_classes
+        self.ready = False
+
+    def _init(self, c_in: int, c_out: int, device: torch.device) -> None:
+        # every accumulator lives on the compute device: no host-device sync per batch
+        f64, T = torch.float64, self.T
+        self.counts = torch.zeros(T, dtype=torch.long, device=device)
+        self.input_sum = torch.zeros(T, c_in, dtype=f64, device=device)
+        self.output_sum = torch.zeros(T, c_out, dtype=f64, device=device)
+        empty_v = torch.empty(c_out, 0, device=device)
+        empty_i = torch.empty(c_out, 0, dtype=torch.long, device=device)
+        self.top = {"max": (empty_v, empty_i), "mean": (empty_v.clone(), empty_i.clone())}
+        if self.spec.tau is not None:
+            self.importance = torch.zeros(T, c_out, dtype=torch.long, device=device)
+            self.attribution = torch.zeros(T, c_out, dtype=f64, device=device)
+        self.ready = True
+
+    def add(self, ids: Tensor, labels: Tensor, x_sum: Tensor, z: Tensor, attribution: Tensor | None) -> None:
+        if not self.ready:
+            self._init(x_sum.shape[1], z.shape[1], z.device)
+        labels, ids = labels.to(z.device), ids.to(z.device)
+        z_flat = z.detach().flatten(2).float()
+        self.counts += torch.bincount(labels, minlength=self.T)
+        self.input_sum.index_add_(0, labels, x_sum.double())
+        self.output_sum.index_add_(0, labels, z_flat.sum(-1).double())
+        ids_row = ids[None, :].expand(z.shape[1], -1)
+        for name, values in (("max", z_flat.amax(-1)), ("mean", z_flat.mean(-1))):
+            v, i = self.top[name]
+            self.top[name] = _merge_topk(v, i, values.T, ids_row, self.spec.top_k)
+        if attribution is not None:
+            a = attribution.detach().double()  # (B, C_out)
+            threshold = self.spec.tau * a.clamp(min=0).sum(1, keepdim=True)
+            self.importance.index_add_(0, labels, (a >= threshold).long())
+            self.attribution.index_add_(0, labels, a)
+
+    def result(self) -> LayerStats:
+        extra = {}
+        if self.spec.tau is not None:
+            extra = dict(importance_counts=self.importance.cpu(), attribution_sum=self.attribution.cpu(),
+                         tau=self.spec.tau)
+        return LayerStats(
+            class_counts=self.counts.cpu(), input_sum=self.input_sum.cpu(), output_sum=self.output_sum.cpu(),
+            top_max_values=self.top["max"][0].cpu(), top_max_ids=self.top["max"][1].cpu(),
+            top_mean_values=self.top["mean"][0].cpu(), top_mean_ids=self.top["mean"][1].cpu(), **extra,
+        )
+
+
+class _IndexedDataset(torch.utils.data.Dataset):
+    def __init__(self, base: ImageDataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        image, label = self.base[i]
+        return i, image, label
+
+
+def capture(
+    model: nn.Module,
+    dataset: ImageDataset,
+    spec: CaptureSpec,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+    model_name: str | None = None,
+) -> LayerStats:
+    """Run the streaming pass and return the statistics (no cache; see :func:`cached_capture`).
+    Non-finite logits, activations or attributions stop it with a
+    :class:`benchmark.core.finite.NonFiniteError` naming ``model_name``, the layer and the images."""
+    if len(dataset) == 0:
+        raise ValueError("cannot capture statistics of an empty dataset")
+    layer = get_layer(model, spec.layer)
+    device = torch.device(device)
+    acc = _Accumulator(dataset.num_classes, spec)
+    box: dict[str, Tensor] = {}
+    need_grad = spec.tau is not None
+    watch = FiniteWatch(len(dataset), device)
+
+    def pre_hook(_module: nn.Module, args: tuple) -> None:
+        # summed BEFORE the layer runs: an in-place layer (ReLU(inplace=True)) overwrites its input
+        box["x_sum"] = args[0].detach().flatten(2).sum(-1)
+
+    def hook(_module: nn.Module, args: tuple, output: Tensor):
+        if need_grad:  # start the graph at the layer output: backward stops here
+            output = output.detach().requires_grad_(True)
+        box["z"] = output
+        return output
+
+    loader = DataLoader(_IndexedDataset(dataset), batch_size=spec.batch_size, shuffle=False,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    handles = [layer.register_forward_pre_hook(pre_hook), layer.register_forward_hook(hook)]
+    try:
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.autocast_bf16)
+        with eval_mode(model), torch.set_grad_enabled(need_grad), autocast:
+            for ids, images, labels in tqdm(loader, desc=f"capture {spec.layer}", disable=not progress, unit="batch"):
+                images = images.to(device, non_blocking=True)
+                labels_dev = labels.to(device, non_blocking=True)
+                logits = model(images)
+                watch.add("activations", box["z"], ids)
+                watch.add("logits", logits, ids)
+                attribution = None
+                if need_grad:
+                    z = box["z"]
+                    true_logit = logits.gather(1, labels_dev[:, None]).sum()
+                    (grad,) = torch.autograd.grad(true_logit, z)
+                    attribution = (z.detach().float() * grad.float()).flatten(2).sum(-1)
+                    watch.add("attributions (activation x gradient)", attribution, ids)
+                acc.add(ids, labels, box["x_sum"], box["z"], attribution)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not acc.ready:
+        raise RuntimeError(f"layer {spec.layer!r} was never called during the forward pass")
+    watch.check(model_name or type(model).__name__, spec.layer)
+    return acc.result()
+
+
+def capture_spec_key(model: nn.Module, dataset: ImageDataset, spec: CaptureSpec) -> dict:
+    """The cache spec of a capture: model weights, layer, dataset and parameters."""
+    return {"model": model_fingerprint(model), "dataset": dataset.fingerprint, **asdict(spec)}
+
+
+def cached_capture(
+    model: nn.Module,
+    dataset: ImageDataset,
+    spec: CaptureSpec,
+    cache: Cache | None = None,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+    model_name: str | None = None,
+) -> LayerStats:
+    """:func:`capture`, served from the cache when the same request was computed before."""
+    cache = cache if cache is not None else Cache()
+    tensors = cache.get_or_compute(
+        "capture",
+        capture_spec_key(model, dataset, spec),
+        lambda: capture(model, dataset, spec, device, num_workers, progress, model_name).to_tensors(),
+    )
+    return LayerStats.from_tensors(tensors)

@@ -1,0 +1,83 @@
+"""Statistics of one (model, layer, dataset) that every method shares.
+
+Produced by :func:`benchmark.engine.capture.capture` in one streaming pass; stored in the cache as
+flat tensors. Definitions (x = layer input, z = layer output, both spatially summed per image):
+
+* ``input_sum[t]``  = sum over images of class t of sum_hw x  -> class means give the ARVs of
+  Hesse et al. (2025) for a linear conv: ARV(c,t)_j = W[c,j] * mean_n sum_hw x_j.
+* ``output_sum[t]`` = sum over images of class t of sum_hw z.
+* ``top_max_ids[c]`` / ``top_mean_ids[c]``: the k dataset indices with the largest max / mean
+  spatial activation of channel c (ties broken by the smaller index), with their values.
+* ``importance_counts[t, c]``: number of images of class t for which channel c is important,
+  i.e. A_c(n) >= tau * sum_c' max(A_c'(n), 0) with A_c(n) = sum_hw z_c * d y_t / d z_c
+  (Input x Gradient w.r.t. the true-class logit; Hesse et al. 2025, step 1).
+* ``attribution_sum[t, c]``: sum of A_c(n) over images of class t.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    class_counts: Tensor  # (T,) long
+    input_sum: Tensor  # (T, C_in) float64
+    output_sum: Tensor  # (T, C_out) float64
+    top_max_ids: Tensor  # (C_out, k) long
+    top_max_values: Tensor  # (C_out, k)
+    top_mean_ids: Tensor  # (C_out, k) long
+    top_mean_values: Tensor  # (C_out, k)
+    importance_counts: Tensor | None = None  # (T, C_out) long
+    attribution_sum: Tensor | None = None  # (T, C_out) float64
+    tau: float | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_counts.numel())
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.output_sum.shape[1])
+
+    def input_mean(self, classes: tuple[int, ...] | list[int]) -> Tensor:
+        """Mean spatially summed layer input over the images of a class set (C_in,)."""
+        return self._class_mean(self.input_sum, classes)
+
+    def output_mean(self, classes: tuple[int, ...] | list[int]) -> Tensor:
+        return self._class_mean(self.output_sum, classes)
+
+    def _class_mean(self, sums: Tensor, classes) -> Tensor:
+        idx = torch.as_tensor(list(classes), dtype=torch.long)
+        n = self.class_counts[idx].sum()
+        if n == 0:
+            raise ValueError(f"no images of classes {list(classes)} in the captured dataset")
+        return sums[idx].sum(0) / n
+
+    def relevant_classes(self, p: float = 0.75) -> Tensor:
+        """(T, C_out) bool: channel c is relevant to class t iff it is important for at
+        least ``p`` of the images of t (Hesse et al. 2025, step 1)."""
+        if self.importance_counts is None:
+            raise ValueError("these statistics were captured without importance counters (tau=None)")
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"p must be in (0, 1], got {p}")
+        present = self.class_counts > 0
+        return (self.importance_counts >= p * self.class_counts[:, None]) & present[:, None]
+
+    def to_tensors(self) -> dict[str, Tensor]:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            out[f.name] = torch.tensor([value], dtype=torch.float64) if f.name == "tau" else value
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Tensor]) -> "LayerStats":
+        kwargs = dict(tensors)
+        if "tau" in kwargs:
+            kwargs["tau"] = float(kwargs["tau"].item())
+        return cls(**kwargs)

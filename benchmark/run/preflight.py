@@ -1,0 +1,120 @@
+"""Checks that need no computation, run before a benchmark's set-up writes or computes
+anything. First :func:`check_environment` (before any plug-in is imported): value ranges,
+the data folder, WordNet, a writable cache and output folder. Then :func:`check_plugins`:
+names of the model, dataset, embedders and feature-visualisation backends, embedders
+suited to the dataset, CLIP weights present locally (or the network reachable). Each
+failure is one line saying what is wrong and what is allowed.
+"""
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Iterable
+
+from benchmark.core.config import ConfigError, RunConfig
+from benchmark.core.errors import MissingFileError
+from benchmark.core.registry import DATASETS, EMBEDDERS, FEATURE_VIS, MODELS
+from benchmark.storage.cache import Cache, check_writable
+
+
+def check_ranges(config: RunConfig) -> None:
+    """Counts that must not be negative, batch sizes that must be positive."""
+    t = config.tracks
+    rules = [("batch_size", config.batch_size, 1), ("num_workers", config.num_workers, 0),
+             ("data.fit_limit", config.data.fit_limit, 0), ("data.heldout_limit", config.data.heldout_limit, 0),
+             ("capture.top_k", config.capture.top_k, 1), ("tracks.pairs.max_pairs", t.pairs.max_pairs, 0), ("tracks.layer.num_channels", t.layer.num_channels, 0),
+             ("tracks.detection.max_pairs", t.detection.max_pairs, 0)]
+    for key, value, least in rules:
+        if value < least:
+            meaning = " (0 = all)" if least == 0 and key.startswith("tracks.") else ""
+            raise ConfigError(f"{key} must be >= {least}{meaning}, got {value}")
+    if t.planted.enabled and t.planted.num_channels < 1:
+        raise ConfigError("tracks.planted.num_channels must be >= 1 when the planted track is enabled "
+                          "(to skip the track set tracks.planted.enabled = false)")
+    if not 0.0 <= config.capture.tau <= 1.0:
+        raise ConfigError(f"capture.tau must be in [0, 1], got {config.capture.tau}")
+    if config.device not in ("cpu", "cuda") and not config.device.startswith("cuda:"):
+        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {config.device!r}")
+
+
+def check_wordnet() -> None:
+    """WordNet is findable (the planted and detection tracks and wordnet_gamma need it)."""
+    from benchmark.sources import wordnet
+
+    if wordnet.locate() is None:
+        raise wordnet.WordNetMissingError(
+            "WordNet (nltk corpus 'corpora/wordnet') was not found in " + ", ".join(wordnet.search_path())
+            + "; provision it offline with `python -m benchmark.sources.wordnet_setup` (or online: "
+            "python -c \"import nltk; nltk.download('wordnet')\")")
+
+
+def _plugin_components(metrics: Iterable) -> tuple[list[tuple[str, dict, str]], list[tuple[str, str]]]:
+    """(embedder name, arguments, owner) and (feature-vis backend, owner) that the
+    configured metrics declare (``Metric.embedders`` / ``Metric.fvis_backends``)."""
+    embedders, backends = [], []
+    for p in metrics:
+        embedders += [(name, dict(args), p.name) for name, args in p.instance.embedders()]
+        backends += [(backend, p.name) for backend in p.instance.fvis_backends()]
+    return embedders, backends
+
+
+def check_environment(config: RunConfig, cache: Cache, output: Path | None = None) -> None:
+    """Checks that need neither plug-ins nor computation (about a second from the command
+    line): value ranges, the data folder, WordNet, a writable cache and output folder."""
+    from benchmark.run.folder import check_writable as check_output
+
+    check_ranges(config)
+    if config.data.root is not None and not Path(config.data.root).expanduser().exists():
+        raise MissingFileError(f"data.root {config.data.root!r} does not exist (set it to the dataset folder)")
+    check_writable(cache.root)
+    if output is not None:
+        check_output(Path(output))
+    tracks = config.tracks
+    if tracks.planted.enabled or tracks.detection.enabled or "wordnet_gamma" in config.metrics \
+            or "all" in config.metrics:
+        check_wordnet()  # imports nltk: last
+
+
+def check_plugins(config: RunConfig, methods: Iterable = (), metrics: Iterable = ()) -> None:
+    """Names of the model, dataset, embedders and feature-visualisation backends; CLIP
+    weights present (or the network reachable); embedders suited to the dataset."""
+    MODELS.get(config.model.name)
+    DATASETS.get(config.data.dataset)
+    metrics, methods = list(metrics), list(methods)
+    embedders, backends = _plugin_components(metrics)
+    if config.figures.enabled:
+        backends.append((config.figures.fvis_backend, "figures.fvis_backend"))
+    for backend, owner in backends:
+        FEATURE_VIS.get(backend)
+    for name, args, owner in embedders:
+        cls = EMBEDDERS.get(name)
+        domain = cls.datasets
+        if domain is not None and config.data.dataset not in domain:
+            raise ConfigError(f"embedder {name!r} of {owner} only embeds {', '.join(domain)} images, not "
+                              f"{config.data.dataset!r}: set metric_params.{owner}.embedder (e.g. \"open_clip\")")
+        cls(**args).check_weights()
+
+
+_SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def check_param_types(cls: type, kwargs: dict, where: str) -> None:
+    """Parameters of simple declared types (int, float, bool, str, optionally None) must
+    have that type: ``k="two"`` is a ConfigError naming the parameter, not a TypeError
+    from deep inside the plug-in."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # unresolvable annotations: leave the checks to the plug-in
+        return
+    for key, value in kwargs.items():
+        options = [a for a in (typing.get_args(hints.get(key)) or (hints.get(key),)) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hints.get(key)) or (0,)):
+            continue  # None where None is allowed
+        if len(options) != 1 or options[0] not in _SIMPLE:
+            continue
+        kind = options[0]
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"parameter {key} of {where} must be {_SIMPLE[kind]}, got {value!r}")

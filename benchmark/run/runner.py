@@ -1,0 +1,304 @@
+"""``polysemy run``: every method on every target of every track, scored by every metric.
+
+Work is split into units (track x method x target; detection: track x method). Each
+finished unit's rows are written atomically to ``RUN_DIR/parts/<unit>.csv``, so a run killed
+part-way resumes where it stopped and ends with the same table as an uninterrupted run.
+At the end this run's parts are assembled into the tidy ``results.csv`` (sorted,
+deterministic), ``run.json`` (provenance), leaderboards and figures. The folder's rules
+(identity, lock, resume, atomic overwrite) are those of :mod:`benchmark.run.folder`;
+everything is validated (:mod:`benchmark.run.preflight`) before anything is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.core.budget import StageTimer, prepare_units
+from benchmark.core.config import ConfigError, RunConfig
+from benchmark.core.errors import plugin_code
+from benchmark.core.plugins import Metric
+from benchmark.core.registry import METHODS, METRICS, Registry, hyperparameters
+from benchmark.core.types import NotApplicable, Split, Target
+from benchmark.engine.environment import Environment
+from benchmark.engine.memo import memoized
+from benchmark.run.folder import RunDirectoryError, RunFolder, plugin_code_fingerprint  # noqa: F401 (RunDirectoryError: re-exported)
+from benchmark.run.preflight import check_environment, check_param_types, check_plugins
+from benchmark.storage.cache import Cache, atomic_write, atomic_write_text, canonical_json
+from benchmark.tracks import TRACKS, TrackPlan
+
+RESULT_COLUMNS = ["track", "model", "layer", "dataset", "target", "method", "method_params", "metric",
+                  "column", "value", "higher_is_better", "main", "status", "reason", "seed",
+                  "data_seed", "model_seed", "method_seed"]  # seed = method_seed (kept for tables)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A configured method or metric instance with its registry name and label."""
+
+    name: str
+    instance: Any
+
+    @property
+    def params_json(self) -> str:
+        return canonical_json(hyperparameters(self.instance))
+
+    @property
+    def label(self) -> str:
+        """A metric's table label (parameterised metrics add a key parameter); a method's name."""
+        return self.instance.label if isinstance(self.instance, Metric) else self.name
+
+
+def resolve(registry: Registry, names: Iterable[str], params: dict, seed: int | None = None) -> list[Plugin]:
+    """Instances of the requested plug-ins (``"all"`` = every registered one). With ``seed``,
+    a plug-in with a ``seed`` field gets it unless its parameters name one."""
+    names = list(names)
+    chosen = registry.names() if names == ["all"] else names
+    for key in params:
+        registry.get(key)  # parameters for an unknown name are an error; for an unselected one, unused
+    out = []
+    for name in chosen:
+        cls = registry.get(name)
+        kwargs = dict(params.get(name, {}))
+        valid = set(hyperparameters(cls))
+        if seed is not None and "seed" in valid:
+            kwargs.setdefault("seed", seed)
+        unknown = sorted(set(kwargs) - valid)
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for {registry.kind} {name!r}; "
+                              f"valid: {', '.join(sorted(valid)) or '(none)'}")
+        check_param_types(cls, kwargs, f"{registry.kind} {name!r}")
+        try:
+            out.append(Plugin(name, cls(**kwargs)))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{registry.kind} {name!r}: {err}") from None
+    return out
+
+
+def unit_id(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
+
+
+class Runner:
+    """Executes a config into a run folder (see module docstring)."""
+
+    def __init__(self, config: RunConfig, output_dir: str | Path | None = None, overwrite: bool = False,
+                 cache: Cache | None = None, progress: bool = True):
+        self.config = config
+        self.out = Path(output_dir or config.output_dir)
+        self.progress = progress
+        self.cache = cache or Cache()
+        check_environment(config, self.cache, self.out)  # cheap checks first; nothing is written yet
+        self.methods = resolve(METHODS, config.methods, dict(config.method_params), seed=config.seeds.method)
+        self.metrics = resolve(METRICS, config.metrics, dict(config.metric_params))
+        for name in TRACKS:
+            getattr(config.tracks, name)  # every track has a config section
+        check_plugins(config, self.methods, self.metrics)
+        self.folder = RunFolder(self.out, config.to_dict(), overwrite)
+        self.work = self.out
+        self.keys: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.timer = StageTimer(self.timings)
+        self.kept_splits: dict[tuple[str, str], Split] = {}  # first target's split per (track, method): figures
+
+    # -- execution -----------------------------------------------------------------------
+    def run(self) -> Path:
+        from benchmark.core.progress import progress_bars
+
+        self.work = self.folder.open()  # locked until finished or failed
+        try:
+            with progress_bars(self.progress):  # also for work started deep inside metrics
+                self._execute()
+            return self.folder.finish()
+        finally:
+            self.folder.close()
+            self.work = self.out
+
+    def _execute(self) -> None:
+        start = time.perf_counter()
+        env = Environment(self.config, self.cache, self.progress)
+        self.timings["setup_s"] = time.perf_counter() - start
+        plans = []
+        for name, build in TRACKS.items():
+            if getattr(self.config.tracks, name).enabled:
+                t0 = time.perf_counter()
+                plans.append(build(env, self.config))
+                self.timings[f"plan_{name}_s"] = time.perf_counter() - t0
+        # target-major: every method of a target runs back to back, so the per-target memos
+        # (reference pool, PURE crops and their embeddings, original channel, planted parts)
+        # are computed once per target and not once per (method, target)
+        units = [(plan, method, target) for plan in plans
+                 for target in (plan.targets if plan.kind == "split" else (None,)) for method in self.methods]
+        t0 = time.perf_counter()
+        self.keys = [self._key(plan, method, target) for plan, method, target in units]
+        prepare_units(units, self._unit_done, self.timer)
+        for plan, method, target in tqdm(units, desc="benchmark", unit="unit", disable=not self.progress):
+            with self.timer("units", plan.track):
+                self._run_unit(plan, method, target)
+        self.timings["units_s"] = time.perf_counter() - t0
+        self.folder.remove_stale(self.keys)  # parts of other identities or units: never mixed in
+        results = self.assemble(self.keys)
+        self._write_provenance(env, plans, start)
+        self._render(results, plans, env)
+        self.timings["total_s"] = time.perf_counter() - start
+        self._write_provenance(env, plans, start)
+
+    def _key(self, plan: TrackPlan, method: Plugin, target: Target | None) -> str:
+        """The unit's file stem: its id within this run's identity (seeds, config, harness
+        code) and the code of its method and metrics (with everything they import)."""
+        metrics = sorted(type(m.instance).__module__ for m in self.metrics if m.instance.scope == plan.kind)
+        code = plugin_code_fingerprint(type(method.instance).__module__, *metrics)
+        return self.folder.part_key(unit_id(plan.track, method.name, method.params_json,
+                                            f"{target.model}/{target.key}" if target else "*", code))
+
+    def _part(self, plan: TrackPlan, method: Plugin, target: Target | None) -> Path:
+        return self.work / "parts" / f"{self._key(plan, method, target)}.csv"
+
+    def _unit_done(self, plan: TrackPlan, method: Plugin, target: Target | None) -> bool:
+        return self._part(plan, method, target).exists()
+
+    def _run_unit(self, plan: TrackPlan, method: Plugin, target: Target | None) -> None:
+        part = self._part(plan, method, target)
+        key = part.stem
+        if part.exists():
+            return
+        torch.manual_seed(self.config.seeds.method)
+        executors = {"split": self._split_rows, "detection": self._detection_rows}
+        rows = executors[plan.kind](plan, method, target, key)
+        frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        atomic_write(part, lambda p: frame.to_csv(p, index=False))
+
+    def _row(self, plan: TrackPlan, method: Plugin, target: Target | None, metric: Plugin, column: str,
+             value: float, status: str = "ok", reason: str = "") -> dict:
+        declared = {c.name: c for c in metric.instance.columns}
+        direction = declared[column].higher_is_better if column in declared else None
+        seeds = self.config.seeds
+        return dict(track=plan.track, model=target.model if target else self.config.model.name,
+                    layer=target.layer if target else plan.context.layer,
+                    dataset=self.config.data.dataset, target=target.key if target else "*", method=method.name,
+                    method_params=method.params_json, metric=metric.label, column=column,
+                    value=float(value), higher_is_better="" if direction is None else str(direction).lower(),
+                    main=column in declared, status=status, reason=reason, seed=seeds.method,
+                    data_seed=seeds.data, model_seed=plan.model_seed_of(target, seeds.model),
+                    method_seed=seeds.method)
+
+    def _not_applicable(self, plan, method, target, metric, reason, status="not_applicable") -> list[dict]:
+        return [self._row(plan, method, target, metric, c.name, float("nan"), status, reason)
+                for c in metric.instance.columns]
+
+    def _value_rows(self, plan, method, target, metric, values: dict) -> list[dict]:
+        """A metric's rows; a NaN or inf among its main values makes it not applicable."""
+        bad = sorted(c.name for c in metric.instance.columns if not math.isfinite(float(values.get(c.name, 0.0))))
+        if bad:
+            return self._not_applicable(plan, method, target, metric,
+                                        f"non-finite values: {', '.join(bad)} of {metric.label} is NaN or inf")
+        return [self._row(plan, method, target, metric, col, val) for col, val in sorted(values.items())]
+
+    def _split_rows(self, plan: TrackPlan, method: Plugin, target: Target, key: str) -> list[dict]:
+        metrics = [m for m in self.metrics if m.instance.scope == "split"]
+        context = plan.context_of(target)
+        try:
+            with self.timer("fit", method.name), plugin_code("method", method.name, method.instance):
+                split = method.instance.fit(context, target)
+            # metrics + trace share activations; the unit key lets metrics cache per-unit work
+            split = memoized(dataclasses.replace(split, info={**split.info, "unit_key": key}))
+        except NotApplicable as why:
+            return [r for m in metrics for r in self._not_applicable(plan, method, target, m, str(why))]
+        if target == plan.targets[0]:
+            self.kept_splits[(plan.track, method.name)] = split
+        rows = []
+        for metric in metrics:
+            try:
+                with self.timer("metric", metric.label), plugin_code("metric", metric.name, metric.instance):
+                    values = metric.instance.score(split, context)
+            except NotApplicable as why:
+                rows += self._not_applicable(plan, method, target, metric, str(why))
+                continue
+            rows += self._value_rows(plan, method, target, metric, values)
+        from benchmark.engine.traces import TRACED_TRACKS, save_trace
+
+        if plan.track in TRACED_TRACKS and target == plan.targets[0]:  # what the figures read
+            with self.timer("trace"):
+                save_trace(self.work / "traces" / f"{key}.pt", split, plan, context)
+        return rows
+
+    def _detection_rows(self, plan: TrackPlan, method: Plugin, _target: None, key: str) -> list[dict]:
+        metrics = [m for m in self.metrics if m.instance.scope == "detection"]
+        if not method.instance.scores_polysemanticity():
+            reason = f"{method.name} has no polysemanticity score"
+            return [r for m in metrics for r in self._not_applicable(plan, method, None, m, reason)]
+        records, skipped = [], 0
+        for t in tqdm(plan.targets, desc=f"detection {method.name}", leave=False, disable=not self.progress):
+            try:
+                with plugin_code("method", method.name, method.instance):
+                    value = float(method.instance.polysemanticity(plan.context, t.channel, t.concepts[0],
+                                                                  t.concepts[1]))
+            except NotApplicable:  # e.g. a cosine of an all-zero vector: the pair is left out
+                skipped += 1
+                continue
+            if not math.isfinite(value):  # a NaN score is never ranked: left out and counted
+                skipped += 1
+                continue
+            records.append(dict(channel=t.channel, concept_a=t.concepts[0], concept_b=t.concepts[1], score=value))
+        table = pd.DataFrame(records, columns=["channel", "concept_a", "concept_b", "score"])
+        atomic_write(self.work / "detection" / f"{method.name}-{key}.csv", lambda p: table.to_csv(p, index=False))
+        rows = []
+        for metric in metrics:
+            try:
+                with plugin_code("metric", metric.name, metric.instance):
+                    values = metric.instance.score(table, plan.context)
+            except NotApplicable as why:
+                rows += self._not_applicable(plan, method, None, metric, str(why))
+                continue
+            rows += self._value_rows(plan, method, None, metric, values)
+            rows.append(self._row(plan, method, None, metric, "pairs_unscored", float(skipped)))
+        return rows
+
+    # -- outputs -------------------------------------------------------------------------
+    def assemble(self, keys: list[str] | None = None) -> pd.DataFrame:
+        """results.csv from the parts of ``keys`` (default: every part in the folder)."""
+        folder = self.work / "parts"
+        parts = sorted(folder / f"{k}.csv" for k in set(keys)) if keys is not None else sorted(folder.glob("*.csv"))
+        frames = [pd.read_csv(p, keep_default_na=False, na_values=[""], dtype={"reason": str, "higher_is_better": str})
+                  for p in parts]
+        results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
+        results["reason"] = results["reason"].fillna("")
+        results["higher_is_better"] = results["higher_is_better"].fillna("")
+        results = results.sort_values(["track", "method", "method_params", "target", "metric", "column"],
+                                      kind="stable").reset_index(drop=True)
+        atomic_write(self.work / "results.csv", lambda p: results.to_csv(p, index=False))
+        return results
+
+    def _write_provenance(self, env: Environment, plans: list[TrackPlan], start: float) -> None:
+        from benchmark.run.provenance import provenance
+
+        info = provenance(self.config, env.device)
+        info.update(identity={"id": self.folder.id, "code": self.folder.identity["code"]},
+                    skipped_images=getattr(env, "skipped_images", {}),
+                    timings=self.timings, tracks={p.track: {"targets": len(p.targets), **p.info} for p in plans},
+                    cache={"root": str(self.cache.root), "hits": self.cache.hits, "misses": self.cache.misses})
+        atomic_write_text(self.work / "run.json", json.dumps(info, indent=2, sort_keys=True, default=str))
+
+    def _render(self, results: pd.DataFrame, plans: list[TrackPlan], env: Environment) -> None:
+        from benchmark.reporting.run_figures import write_figures
+        from benchmark.reporting.statistical_report import write_report
+        from benchmark.reporting.table_formats import write_leaderboards
+
+        t0 = time.perf_counter()
+        write_leaderboards(results, self.work)
+        write_report(results, self.work)  # per-target values, paired comparisons, CD diagrams, detection table
+        from benchmark.evaluation.meta_evaluation import write_meta_evaluation
+
+        write_meta_evaluation(results, self.work, seed=self.config.seeds.method)
+        self.folder.clear_figures()
+        write_figures(self.work, results, plans, self.methods, env, splits=self.kept_splits, timer=self.timer)
+        self.timings["render_s"] = time.perf_counter() - t0
