@@ -11,7 +11,7 @@ is read from the pixels, so it works on any image (held-out, feature visualisati
     bin = floor(hue / 2 pi * 8); gate = bin mod 2.
 
 On 2,000 validation images of world seed 0 the estimated bin equals the generating colour
-factor on every image (checked in tests/test_trivial_baselines.py on fresh images).
+factor on every image (checked in tests/methods/test_trivial_baselines.py on fresh images).
 Virtual neuron i = [gate = i] * orig, an exact gating recomposition; references: the
 channel's top ``n_ref`` fit images by max activation, each given to its gate.
 

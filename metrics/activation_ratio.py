@@ -89,7 +89,7 @@ class ActivationRatio(Metric):
     not_calibrated: ClassVar[str] = (
         "routing of the channel's net signed sum, not recovery of parts: on planted world targets the "
         "oracle's signed pre-BN parts cancel on concept images (own 5.5, cross -4.5), so the oracle is "
-        "far from the ideal (tests/test_metric_sanity.py measured distances 0.5 and 9.9)")
+        "far from the ideal (tests/metrics/test_metric_sanity.py measured distances 0.5 and 9.9)")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tau <= 1.0:

@@ -133,7 +133,7 @@ class PlantedRecovery(Metric):
         Column("ari", True, (-0.5, 1.0), optional=True),  # absent: constant truth on the pool
     )
     scope: ClassVar[str] = "split"
-    # columns that claim to measure disentanglement (tests/test_metric_sanity.py checks them)
+    # columns that claim to measure disentanglement (tests/metrics/test_metric_sanity.py checks them)
     calibrated_columns: ClassVar[tuple[str, ...]] = ("recovery", "ari")
     truth_column: ClassVar[str] = "recovery"  # the yardstick of benchmark.evaluation.meta_evaluation
 

@@ -31,6 +31,10 @@ class InputError(PolysemyError, ValueError):
     """A value given by the user (argument, parameter, config entry) is not allowed."""
 
 
+class InputTypeError(PolysemyError, TypeError):
+    """An argument the user gave is of a kind that is not accepted (e.g. an unknown keyword)."""
+
+
 class MissingFileError(PolysemyError, FileNotFoundError):
     """A file or folder the user named (or that set-up should have provisioned) is absent."""
 

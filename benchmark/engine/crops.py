@@ -25,7 +25,7 @@ For channel c of module ``layer`` and one image x:
 
 zennit-crp itself is not used: its ``FeatureVisualization`` needs its own on-disk maximisation
 files for a whole dataset, and here the reference pool, the maximum position and the heatmap
-are one small function each. The numbers are the same (tests/test_crops.py checks each step).
+are one small function each. The numbers are the same (tests/engine/test_crops.py checks each step).
 """
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
 
     With the m finite p-values sorted ascending, ``adj_(i) = max_{j <= i} min(1, (m - j) p_(j))``
     (0-based). Written here rather than calling ``statsmodels.stats.multitest.multipletests``
-    (same numbers, checked in tests/test_statistics.py) because that function runs a full
+    (same numbers, checked in tests/evaluation/test_statistics.py) because that function runs a full
     ``gc.collect()`` on every Holm call: about 0.5 s each in a run, several seconds per report.
     """
     p = np.asarray(pvalues, dtype=float)

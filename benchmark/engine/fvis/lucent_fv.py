@@ -58,7 +58,7 @@ class LucentFV:
         transforms: apply the (scaled) standard transforms; None = only from 64 px on. They
             were designed for 224 px images; on 32 px images (the synthetic world) they
             dominate the image and measurably stop some virtual neurons' objectives from
-            rising (tests/test_fvis_world.py), so small renderings go without them.
+            rising (tests/engine/test_fvis_world.py), so small renderings go without them.
         transform_scale: pad/jitter scale; None: ``image_size / 224``.
         device: where the objective runs.
     """

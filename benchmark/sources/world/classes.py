@@ -8,7 +8,7 @@ and alp are all striped). A channel that detects a texture therefore fires for c
 that WordNet calls unrelated: the natural source of polysemantic channels in this world.
 
 The wnids are the ImageNet-1k ids of these synsets (WordNet 3.0 noun offsets), so a class
-here and the ImageNet class of the same name are the same synset. ``tests/test_world.py``
+here and the ImageNet class of the same name are the same synset. ``tests/sources/test_world.py``
 checks every entry against WordNet itself. Wu-Palmer similarity is >= 0.67 for every pair
 inside a group and <= 0.40 for every pair across groups (a stringed-instrument group was
 rejected: cars vs instruments reach 0.55, above the detection track's 0.5 threshold).

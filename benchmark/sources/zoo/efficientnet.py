@@ -22,7 +22,7 @@ Architecture notes (checked on the installed code):
   an ``nn.ZeroPad2d`` child, was fixed for the build-time input size): other input sizes
   run, with TF "SAME" padding no longer exact.
 
-LRP with zennit 0.5.1 (``tests/test_efficientnet.py`` checks the first two points):
+LRP with zennit 0.5.1 (``tests/sources/test_efficientnet.py`` checks the first two points):
 
 * ``EpsilonPlusFlat`` / ``EpsilonGammaBox`` attach rules to every convolution (zennit
   matches ``nn.Conv2d`` subclasses, so ``Conv2dStaticSamePadding`` too; ReLU6 is in

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from benchmark.core.errors import InputError, MissingFileError
+from benchmark.core.errors import InputError, InputTypeError, MissingFileError
 from benchmark.core.registry import DATASETS
 from benchmark.sources.datasets import ClassInfo, ImageDataset, UnreadableImageError
 
@@ -183,7 +183,7 @@ def imagenet(split: str = "val", root: str | os.PathLike | None = None, image_si
     allowed = {"resize_size", "transform"}
     unknown = sorted(set(kw) - allowed)
     if unknown:
-        raise InputError(f"imagenet() got unexpected arguments {unknown}; allowed: split, root, image_size, "
+        raise InputTypeError(f"imagenet() got unexpected arguments {unknown}; allowed: split, root, image_size, "
                         f"{', '.join(sorted(allowed))}")
     transform = kw.get("transform") or imagenet_eval_transform(image_size, kw.get("resize_size"))
     return ImageNetFolder(root, split=split, transform=transform)

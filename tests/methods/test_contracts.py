@@ -1,11 +1,11 @@
 """Contract tests parametrised over EVERY registered method (a new method gets them for free).
 
-Setting: TinyNet with a planted polysemantic channel (benchmark.planting.merge), a Context with the
-planted ground truth and a Target that names the two concepts (class sets), so every method
-applies. Methods are built with their defaults; a field ``n_ref`` is shrunk to the size of
-the tiny fit set. A method that raises NotApplicable is skipped with its reason, except
-the published methods and the baselines, which must run (``nuisance_split`` applies to
-the synthetic world only; tests/test_trivial_baselines.py covers it there).
+Setting: the contract world of tests/fakes.py (synthetic-world images, TinyNet with a
+planted polysemantic channel, the planted truth, a target naming both concepts), where
+every situation a plug-in may require is offered: every method must apply there. A method
+declares in ``requires`` what it cannot do without; for each declared situation the method
+must refuse (NotApplicable) on the same world lacking it. No test here skips: a method that
+does not run fails.
 """
 from __future__ import annotations
 
@@ -17,60 +17,40 @@ import pytest
 import torch
 from torch import nn
 
+from benchmark.core.plugins import SITUATIONS, Method
 from benchmark.core.registry import METHODS, hyperparameters
-from benchmark.core.types import Context, NotApplicable, Split, Target
-from benchmark.engine.capture import CaptureSpec, capture
+from benchmark.core.types import NotApplicable, Split
 from benchmark.engine.layers import channel_activation, layer_activations
-from benchmark.planting.merge import class_selectivity, plant
-from tests.fakes import TinyNet, random_images
+from tests.fakes import CONTRACT_LAYER as LAYER
+from tests.fakes import build_plugin, contract_world, lacking
 
-LAYER, PAIR, TOP_K, N_REF = "conv2", (0, 3), 24, 16
 MUST_RUN = ("arv_surgery", "pure", "activation_clustering", "activation_kmeans", "identity",
-            "random_split", "oracle", "duplicate", "class_gate")
-SHRINK = {"n_ref": N_REF}
+            "random_split", "oracle", "duplicate", "class_gate", "nuisance_split")
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 NAMES = METHODS.names()
 
 
-@functools.lru_cache(maxsize=1)
-def planted_world() -> tuple[Context, Target]:
-    base = TinyNet(seed=0).eval()
-    fit = random_images(n=64, num_classes=4, seed=0)
-    heldout = random_images(n=16, num_classes=4, seed=100)
-    sel = {s.channel: s for s in class_selectivity(capture(base, fit, CaptureSpec(LAYER, tau=None), progress=False))}
-    a, b = PAIR
-    class_a = sel[a].top_class
-    class_b = sel[b].top_class if sel[b].top_class != class_a else (class_a + 1) % 4
-    concepts = ((class_a,), (class_b,))
-    model, truth = plant(base, LAYER, [PAIR], classes=[concepts])
-    stats = capture(model, fit, CaptureSpec(LAYER, top_k=TOP_K, tau=0.05), progress=False)
-    ctx = Context(model=model, model_name="tiny", layer=LAYER, fit=fit, heldout=heldout, stats=stats,
-                  batch_size=16, seed=0, planted=truth)
-    return ctx, Target("tiny", LAYER, a, concepts=concepts)
+def planted_world():
+    return contract_world()
 
 
 def build(name: str):
-    cls = METHODS.get(name)
-    method = cls()
-    names = {f.name for f in dataclasses.fields(method)}
-    return dataclasses.replace(method, **{k: v for k, v in SHRINK.items() if k in names})
+    return build_plugin(METHODS.get(name))
 
 
-def fit_fresh(name: str, ctx: Context | None = None) -> Split:
+def fit_fresh(name: str, ctx=None) -> Split:
     world_ctx, target = planted_world()
     try:
         return build(name).fit(ctx or world_ctx, target)
-    except NotApplicable as err:
-        if name in MUST_RUN:
-            pytest.fail(f"{name} must apply to a planted target with concepts, but: {err}")
-        pytest.skip(f"{name} does not apply: {err}")
+    except NotApplicable as err:  # every situation is offered here: a refusal is a failure
+        pytest.fail(f"{name} must apply where every situation is offered, but: {err}")
 
 
 @functools.lru_cache(maxsize=None)
 def _fit_cached(name: str):
     try:
         return fit_fresh(name)
-    except BaseException as err:  # remember skips/failures too
+    except BaseException as err:  # remember failures too
         return err
 
 
@@ -79,6 +59,24 @@ def fitted(name: str) -> Split:
     if isinstance(out, BaseException):
         raise out
     return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_subclasses_the_method_interface_and_declares_known_situations(name):
+    cls = METHODS.get(name)
+    assert issubclass(cls, Method)
+    assert set(cls.requires) <= set(SITUATIONS), cls.requires
+
+
+REQUIRED = [(n, s) for n in NAMES for s in sorted(METHODS.get(n).requires)]
+
+
+@pytest.mark.parametrize(("name", "situation"), REQUIRED)
+def test_refuses_where_a_declared_situation_is_missing(name, situation):
+    ctx, target = lacking(situation)
+    with pytest.raises(NotApplicable) as why:
+        build(name).fit(ctx, target)
+    assert str(why.value).strip(), "NotApplicable needs a reason"
 
 
 def heldout_images(n: int = 8) -> torch.Tensor:
@@ -183,8 +181,10 @@ def test_virtual_neurons_are_differentiable_wrt_images(name):
 def test_rewritten_model_has_the_original_logits(name):
     ctx, _ = planted_world()
     split = fitted(name)
-    if split.model is None:
-        pytest.skip(f"{name} ({split.recomposition}) returns no rewritten model")
+    if split.recomposition == "gating":  # a gating split leaves the network as it is
+        assert split.model is None, f"{name}: a gating split returns no rewritten model"
+        return
+    assert split.model is not None, f"{name}: a surgery split must return its rewritten model copy"
     x = ctx.heldout.images(range(len(ctx.heldout)))
     with torch.no_grad():
         torch.testing.assert_close(split.model(x), ctx.model(x), atol=1e-5, rtol=0)
@@ -194,8 +194,7 @@ def test_rewritten_model_has_the_original_logits(name):
 def test_reference_ids_are_valid_fit_indices(name):
     ctx, _ = planted_world()
     split = fitted(name)
-    if not split.reference_ids:
-        pytest.skip(f"{name} gives no reference samples")
+    assert split.reference_ids, f"{name}: every method names the reference samples of its virtual neurons"
     assert len(split.reference_ids) == split.k
     flat = [i for group in split.reference_ids for i in group]
     assert flat, "reference groups are all empty"

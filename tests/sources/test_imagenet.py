@@ -13,19 +13,7 @@ from benchmark.sources.zoo.imagenet import (
     imagenet_classes,
     imagenet_eval_transform,
 )
-
-TENCH, GOLDFISH, CARDOON = "n01440764", "n01443537", "n07730033"
-
-
-def make_fake_imagenet(root, split="val", counts=None, size=(40, 30)):
-    """``root/split/<wnid>/img_<i>.JPEG``: solid-colour JPEGs, ``counts`` per wnid."""
-    counts = counts or {TENCH: 2, GOLDFISH: 1, CARDOON: 2}
-    for k, (wnid, n) in enumerate(sorted(counts.items())):
-        folder = root / split / wnid
-        folder.mkdir(parents=True)
-        for i in range(n):
-            Image.new("RGB", size, (40 * k, 100 + 20 * i, 200)).save(folder / f"img_{i}.JPEG", quality=95)
-    return root
+from tests.fakes import GOLDFISH, TENCH, make_fake_imagenet
 
 
 def test_class_table_is_the_ilsvrc2012_list():

@@ -10,7 +10,7 @@ import pytest
 from benchmark.cli import main
 from benchmark.run import folder as run_folder
 from benchmark.run.runner import RunDirectoryError, Runner
-from tests.test_runner import tiny_config
+from tests.fakes import tiny_config
 
 CHEAP = {"methods": ["identity", "arv_surgery"], "metrics": ["activation_ratio", "output_fidelity"],
          "tracks.planted.enabled": False, "tracks.detection.enabled": False, "tracks.layer.enabled": False,

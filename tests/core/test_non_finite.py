@@ -13,8 +13,7 @@ from benchmark.core.types import NotApplicable, Split, Target
 from benchmark.engine.capture import CaptureSpec, capture
 from benchmark.run.runner import Runner
 from metrics.output_fidelity import OutputFidelity
-from tests.fakes import TinyNet, random_images, tiny_context
-from tests.test_runner import NUM_CLASSES, tiny_config
+from tests.fakes import NUM_CLASSES, TinyNet, random_images, tiny_config, tiny_context
 
 
 def _poisoned(where: str, value: float = float("nan")) -> TinyNet:

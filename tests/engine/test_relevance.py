@@ -18,67 +18,7 @@ from benchmark.engine.relevance import (
     concept_arvs,
     detect_polysemantic_pairs,
 )
-from tests.fakes import TensorImages, TinyNet, random_images
-
-
-class StridedNet(nn.Module):
-    """conv3x3 -> ReLU -> residual block (3x3, ReLU, 1x1, add, ReLU) -> conv3x3/s2/p1 with
-    bias (the 'layer') -> ReLU -> pool -> fc."""
-
-    def __init__(self, num_classes: int = 4, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
-        self.block = Block(6)
-        self.conv2 = nn.Conv2d(6, 5, 3, stride=2, padding=1, bias=True)
-        self.fc = nn.Linear(5, num_classes)
-
-    def forward(self, x):
-        x = self.block(torch.relu(self.conv1(x)))
-        return self.fc(torch.relu(self.conv2(x)).mean((2, 3)))
-
-
-class Block(nn.Module):
-    def __init__(self, width: int):
-        super().__init__()
-        self.conv_a = nn.Conv2d(width, width, 3, padding=1)
-        self.conv_b = nn.Conv2d(width, width, 1)
-
-    def forward(self, x):
-        return torch.relu(x + self.conv_b(torch.relu(self.conv_a(x))))
-
-
-def unbalanced_images(seed: int = 0, size: int = 12) -> TensorImages:
-    labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 5 + [3] * 4)
-    g = torch.Generator().manual_seed(seed)
-    return TensorImages(torch.randn(len(labels), 3, size, size, generator=g), labels, 4)
-
-
-def layer_input(model, layer: nn.Module, image):
-    box = {}
-
-    def hook(_module, args, _output):
-        box["x"] = args[0].detach()
-
-    handle = layer.register_forward_hook(hook)
-    with torch.no_grad():
-        model(image[None])
-    handle.remove()
-    return box["x"]
-
-
-def literal_arv(model, layer_in: nn.Module, span, dataset, classes, channel):
-    """Per image: x = input of layer_in; a_j = sum_hw x_j * d(sum_hw span(x)_c)/dx_j; mean."""
-    vectors = []
-    for n in range(len(dataset)):
-        image, label = dataset[n]
-        if label not in classes:
-            continue
-        x = layer_input(model, layer_in, image).requires_grad_(True)
-        z = span(x)
-        (grad,) = torch.autograd.grad(z[0, channel].sum(), x)
-        vectors.append((grad * x).sum((2, 3))[0].double())
-    return torch.stack(vectors).mean(0)
+from tests.fakes import StridedNet, TensorImages, TinyNet, literal_arv, random_images, unbalanced_images
 
 
 def test_closed_form_arv_equals_literal_input_x_gradient_for_class_sets():

@@ -11,8 +11,7 @@ from benchmark.engine.capture import CaptureSpec, capture
 from benchmark.engine.layers import channel_activation, layer_activations
 from methods._surgery import RHO_GRID, partition
 from methods.arv_surgery import ARVSurgery
-from tests.fakes import TinyNet, random_images, tiny_context
-from tests.test_relevance import StridedNet, literal_arv, unbalanced_images
+from tests.fakes import StridedNet, TinyNet, literal_arv, random_images, tiny_context, unbalanced_images
 
 
 def strided_context(n: int = 24) -> Context:

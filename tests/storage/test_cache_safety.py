@@ -6,7 +6,7 @@ import torch
 
 from benchmark.cli import main
 from benchmark.storage import cache as cache_mod
-from benchmark.storage import cache_admin
+from benchmark.storage import cache_admin, fingerprints
 from benchmark.storage.cache import MARKER, Cache, CacheError, code_fingerprint
 
 
@@ -151,9 +151,9 @@ def test_code_fingerprint_ignores_prose_but_not_code(tmp_path, monkeypatch):
     prints = {}
     for name, text in versions.items():
         src.write_text(text)
-        cache_mod._module_digest.cache_clear()
+        fingerprints._module_digest.cache_clear()
         prints[name] = code_fingerprint("fp_probe_mod")
-    cache_mod._module_digest.cache_clear()
+    fingerprints._module_digest.cache_clear()
     assert prints["base"] == prints["prose"] != prints["code"]
 
 
@@ -162,7 +162,7 @@ def test_a_code_fingerprint_change_gives_a_different_key(tmp_path, monkeypatch):
     spec = {"layer": "conv2"}
     before = cache.path("capture", spec)
     cache.save("capture", spec, {"x": torch.zeros(2)})
-    monkeypatch.setitem(cache_mod.KIND_CODE, "capture", ("benchmark.engine.capture", "benchmark.engine.layer_stats", "benchmark.engine.layers"))
+    monkeypatch.setitem(cache_mod.KIND_CODE, "capture", ("benchmark.engine.capture", "benchmark.engine.relevance"))
     assert cache.path("capture", spec) != before
     assert cache.load("capture", spec) is None  # the entry of the old code is not used
 

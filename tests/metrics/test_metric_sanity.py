@@ -4,7 +4,7 @@ score the ``oracle`` better than ``random_split``, and ``duplicate``, ``identity
 ``nuisance_split`` no better than no split (the ``identity`` value of the same target).
 A metric with no calibrated column must say why in ``not_calibrated``.
 
-Setting: the trained world CNN, two planted channel pairs (as tests/test_planted_separation.py),
+Setting: the trained world CNN, two planted channel pairs (as tests/metrics/test_planted_separation.py),
 methods fit on 1,000 validation images, metrics on 600 others. Sampling allowance: a trivial
 split may beat no split by at most 15% of the oracle's margin over no split (the Hungarian
 matching of activation_ratio lets a random routing look slightly better than 0.5).

@@ -2,103 +2,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-from benchmark.core.config import ConfigError, load_config
-from benchmark.core.registry import DATASETS, MODELS, UnknownNameError
+from benchmark.core.config import ConfigError
+from benchmark.core.registry import UnknownNameError
 from benchmark.run.runner import RunDirectoryError, Runner
-from tests.fakes import TensorImages, TinyNet
-
-NUM_CLASSES = 16
-
-
-def _world_classes():
-    from benchmark.sources.world.classes import CLASS_INFOS  # 16 real WordNet synsets
-
-    return CLASS_INFOS
-
-
-@MODELS.register("tiny_test_net", description="test-only TinyNet")
-def _tiny_model(seed: int = 0, **_):
-    model = TinyNet(num_classes=NUM_CLASSES, width=12, out=8, seed=seed).eval()
-    model.default_layer = "conv2"
-    return model
-
-
-@DATASETS.register("tiny_test_images", description="test-only random images of 16 WordNet classes")
-def _tiny_images(split: str = "train", seed: int = 0, **_):
-    g = torch.Generator().manual_seed(seed + (0 if split == "train" else 1))
-    n = 96 if split == "train" else 64
-    data = TensorImages(torch.randn(n, 3, 12, 12, generator=g), torch.arange(n) % NUM_CLASSES, NUM_CLASSES)
-    data.classes = _world_classes()
-    data.fingerprint += f"-{split}"
-    return data
-
-
-CONFIG = """
-name = "tiny"
-seed = 0
-batch_size = 32
-output_dir = "unused"
-methods = ["arv_surgery", "pure", "activation_kmeans", "identity", "random_split", "oracle"]
-metrics = ["activation_ratio", "residual_energy", "output_fidelity", "planted_recovery", "wordnet_gamma"]
-
-[model]
-name = "tiny_test_net"
-
-[data]
-dataset = "tiny_test_images"
-
-[capture]
-top_k = 12
-tau = 0.05
-
-[tracks.planted]
-num_channels = 1
-wordnet_threshold = 0.6
-functional_steps = 4            # a random net: the filter is exercised in test_planted_validity.py
-functional_batch_size = 16
-min_response = -1e9
-min_relevance_pass = 0.0
-min_part_share = 0.0
-
-[tracks.pairs]
-source = "given"
-pairs = [[0, [0], [5]], [1, [1], [6]]]
-
-[tracks.layer]
-layer = "act2"
-num_channels = 2
-
-[tracks.detection]
-p = 0.1
-max_pairs = 12
-
-[figures]
-fvis_steps = 8
-
-[method_params.pure]
-n_ref = 10
-n_init = 2
-[method_params.activation_kmeans]
-n_ref = 10
-[method_params.identity]
-n_ref = 10
-[method_params.random_split]
-n_ref = 10
-[method_params.oracle]
-n_ref = 10
-"""
-
-
-def tiny_config(tmp_path: Path, **overrides):
-    path = tmp_path / "tiny.toml"
-    path.write_text(CONFIG)
-    return load_config(str(path), overrides)
+from tests.fakes import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ import pandas as pd
 from benchmark.cli import main
 from benchmark.core.registry import DATASETS, MODELS
 from benchmark.sources.datasets import UnreadableImageError
-from tests.fakes import TinyNet
-from tests.test_imagenet import GOLDFISH, TENCH, make_fake_imagenet
+from tests.fakes import GOLDFISH, TENCH, TinyNet, make_fake_imagenet
 
 
 @MODELS.register("tiny_imagenet_net", description="test-only TinyNet with 1000 outputs")

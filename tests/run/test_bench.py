@@ -3,7 +3,7 @@ import json
 
 from benchmark.cli import main
 from benchmark.run.bench import FIELDS, bench, format_report
-from tests.test_runner import tiny_config  # registers the tiny test model and dataset
+from tests.fakes import tiny_config  # registers the tiny test model and dataset
 
 
 def test_bench_emits_every_field(tmp_path):
