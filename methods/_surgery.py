@@ -71,12 +71,13 @@ def virtual_weights(conv: nn.Conv2d, channel: int, owner: Tensor, k: int) -> tup
 
 
 def _conv_like(conv: nn.Conv2d, out_channels: int, weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
-    new = nn.Conv2d(conv.in_channels, out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, 1, bias is not None, conv.padding_mode,
+    new = nn.Conv2d(conv.in_channels, out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
+                    conv.dilation, 1, bias is not None, conv.padding_mode,  # type: ignore[arg-type]  # Conv2d keeps 2-tuples; its stubs say tuple[int, ...]
                     device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
         new.weight.copy_(weight)
         if bias is not None:
+            assert new.bias is not None  # built with bias=True above
             new.bias.copy_(bias)
     new.weight.requires_grad_(conv.weight.requires_grad)
     return new
@@ -102,6 +103,7 @@ class DisentangledConv(nn.Module):
         full_w[channel] = weight[0]
         full_b = None
         if conv.bias is not None:
+            assert bias is not None  # virtual_weights gives a bias exactly when the conv has one
             full_b = torch.cat([conv.bias.detach(), bias[1:]])
         self.expanded = _conv_like(conv, C + k, full_w, full_b)
         self.channel, self.k, self.out_channels = int(channel), int(k), int(C)
@@ -192,7 +194,7 @@ class GridEvaluator:
         U = self.owners.shape[0]
         weights = [virtual_weights(conv, channel, owner, self.k) for owner in self.owners]
         self.weight = torch.cat([w[:self.k] for w, _ in weights])  # (U*k, C_in, kh, kw): d only
-        self.bias = None if conv.bias is None else torch.cat([b[:self.k] for _, b in weights])
+        self.bias = None if conv.bias is None else torch.cat([b[:self.k] for _, b in weights])  # type: ignore[index]  # b exists when conv.bias does
         self.sums = torch.zeros(self.k, U, dtype=torch.float64)
         self.counts = [0] * self.k
         self.peaks: list[list[Tensor]] = [[] for _ in range(self.k)]
@@ -224,7 +226,7 @@ class GridEvaluator:
     def best(self) -> tuple[float, dict[float, float]]:
         """The grid rho maximising the objective (first maximum in grid order) and all scores."""
         scores = self.scores()
-        return max(scores, key=scores.get), scores
+        return max(scores, key=lambda rho: scores[rho]), scores
 
     def owner(self, rho: float) -> Tensor:
         return self.owners[self.index[self.grid.index(float(rho))]]
@@ -261,8 +263,8 @@ def tune_rho_by_forward(model: nn.Module, layer: str, channel: int, arvs_kc: Ten
             owner = partition(arvs_kc, float(rho))
             rewritten = disentangle_model(model, layer, channel, owner, k)
             module = rewritten.get_submodule(layer)
-            slots = module.virtual_slots()
+            slots = module.virtual_slots()  # type: ignore[operator]  # a DisentangledConv, typed as Module
             masses = [positive_mass(layer_activations(rewritten, f"{layer}.expanded", x)[:, slots]) for x in images]
             scores[float(rho)] = rho_objective(masses)
-    best = max(scores, key=scores.get)
+    best = max(scores, key=lambda rho: scores[rho])
     return best, scores

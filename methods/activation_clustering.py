@@ -94,7 +94,8 @@ def concept_clusters(features: Tensor | np.ndarray, *, threshold: float, outlier
     labels = km.labels_
     sq_dist = ((x - km.cluster_centers_[labels]) ** 2).sum(1)
     keep = sq_dist < outlier_distance
-    groups, dropped = [], []
+    groups: list[np.ndarray] = []
+    dropped: list[np.ndarray] = []
     for c in range(k):
         rows = np.flatnonzero((labels == c) & keep)
         (groups if rows.size >= min_cluster_size else dropped).append(rows)

@@ -106,6 +106,7 @@ class ARVSurgery(Method):
             rho, tune_ids, tuner = float(self.rho), None, None
         if tune_ids != all_ids:  # references are ranked over ALL fit images of each concept
             tuner = _evaluate(context, conv, target, arvs, all_ids, (rho,))
+        assert tuner is not None  # evaluated above whenever rho was given or tuned
         owner = tuner.owner(rho)
         model = disentangle_model(context.model, target.layer, target.channel, owner, k)
         module = model.get_submodule(target.layer)

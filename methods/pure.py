@@ -84,7 +84,8 @@ def choose_k(features: np.ndarray, ks: tuple[int, ...], n_init: int, seed: int):
     if not valid:
         raise NotApplicable(f"only {distinct} distinct attribution vectors among {n} references: "
                             f"cannot form k in {ks} circuits")
-    best, scores = None, {}
+    best: tuple | None = None
+    scores: dict[int, float] = {}
     for k in valid:
         labels, centroids = kmeans(features, k, n_init, seed)
         if len(valid) == 1:
@@ -92,6 +93,7 @@ def choose_k(features: np.ndarray, ks: tuple[int, ...], n_init: int, seed: int):
         scores[k] = float(silhouette_score(features, labels))
         if best is None or scores[k] > scores[best[0]]:
             best = (k, labels, centroids)
+    assert best is not None  # valid holds >= 2 values here
     return (*best, scores)
 
 

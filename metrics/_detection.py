@@ -25,9 +25,10 @@ is undefined at every gamma and the metric does not apply.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from benchmark.core.types import Column, NotApplicable
 
@@ -70,7 +71,7 @@ class DetectionCounts:
         return 0.0 if p + r == 0 else 2 * p * r / (p + r)
 
 
-def _vectors(truth: Sequence[bool], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _vectors(truth: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(truth)
     s = np.asarray(scores, dtype=float)
     if y.shape != s.shape or y.ndim != 1:
@@ -80,7 +81,7 @@ def _vectors(truth: Sequence[bool], scores: Sequence[float]) -> tuple[np.ndarray
     return y.astype(bool), s
 
 
-def counts(truth: Sequence[bool], scores: Sequence[float], gamma: float) -> DetectionCounts:
+def counts(truth: ArrayLike, scores: ArrayLike, gamma: float) -> DetectionCounts:
     """Confusion counts of "polysemantic iff score < gamma" against ``truth``."""
     y, s = _vectors(truth, scores)
     pred = s < gamma
@@ -88,7 +89,7 @@ def counts(truth: Sequence[bool], scores: Sequence[float], gamma: float) -> Dete
                            fn=int((y & ~pred).sum()), tn=int((~y & ~pred).sum()))
 
 
-def weighted_auroc_auprc(truth: Sequence[bool], decision: Sequence[float],
+def weighted_auroc_auprc(truth: ArrayLike, decision: ArrayLike,
                          weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUROC and average precision of ``decision`` (high = positive) for each row of
     ``weights`` (B, n): row b counts row i ``weights[b, i]`` times, so a bootstrap
@@ -119,7 +120,7 @@ def weighted_auroc_auprc(truth: Sequence[bool], decision: Sequence[float],
     return auroc, ap
 
 
-def ranking_scores(truth: Sequence[bool], scores: Sequence[float], seed: int = 0,
+def ranking_scores(truth: ArrayLike, scores: ArrayLike, seed: int = 0,
                    n_boot: int = N_BOOT) -> dict[str, float]:
     """``auroc`` (when both classes occur), ``auprc`` (sklearn) and their percentile
     bootstrap intervals over rows (:func:`weighted_auroc_auprc` on the resamples)."""
@@ -145,14 +146,16 @@ def ranking_scores(truth: Sequence[bool], scores: Sequence[float], seed: int = 0
 
 
 def _rates(c: DetectionCounts, prefix: str, suffix: str = "") -> dict[str, float]:
-    out = {f"{prefix}recall{suffix}": c.recall}
+    # recall exists: every caller has raised NotApplicable when the truth has no positive;
+    # f1 exists whenever precision does
+    out = {f"{prefix}recall{suffix}": cast(float, c.recall)}
     if c.precision is not None:
         out[f"{prefix}precision{suffix}"] = c.precision
-        out[f"{prefix}f1{suffix}"] = c.f1
+        out[f"{prefix}f1{suffix}"] = cast(float, c.f1)
     return out
 
 
-def classifier_report(truth: Sequence[bool], scores: Sequence[float], gamma: float,
+def classifier_report(truth: ArrayLike, scores: ArrayLike, gamma: float,
                       sweep: Sequence[float], seed: int = 0, n_boot: int = N_BOOT) -> dict[str, float]:
     """Every number of the module docstring for one detector and one truth."""
     y, s = _vectors(truth, scores)

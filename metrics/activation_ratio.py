@@ -181,7 +181,7 @@ class ActivationRatio(Metric):
                 v_sum += v.sum(0).cpu().numpy()
                 o_sum += float(orig[keep].sum())
                 if res_sum is not None:
-                    res = spatial_sum(split.residual(images[keep])).double()
+                    res = spatial_sum(split.residual(images[keep])).double()  # type: ignore[arg-type]  # res_sum is set for surgery splits only
                     res_sum += float((res / orig[keep]).sum())
             kept += int(keep.sum())
         return ratio_sum, res_sum, kept, near_zero, int(idx.numel()), v_sum, o_sum

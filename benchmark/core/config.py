@@ -170,7 +170,7 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
             raise ConfigError(f"unknown config key {path!r}; valid keys{' in ' + where if where else ''}: {', '.join(valid)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, path)
+            kwargs[key] = _build(hint, value, path)  # type: ignore[arg-type]  # is_dataclass narrows to instance | type
         else:
             kwargs[key] = _coerce(value, hint, path)
     return cls(**kwargs)

@@ -60,6 +60,8 @@ _LEAF = torch.empty(0)  # sentinel: make the lower-layer activations a leaf in t
 class _Span:
     """Runs ``model`` on ``images`` with ``x`` (lower-layer output) replaced, up to ``layer``."""
 
+    cut_checked: bool = False  # set by a backend once the cut check has passed for this span
+
     def __init__(self, model: nn.Module, layer: str, lower_layer: str | None, images: Tensor):
         self.model, self.images = model, images.detach()
         self.layer_name, self.lower_name = layer, lower_layer

@@ -61,7 +61,7 @@ def _vmapped_grads(span: "_Span", x: Tensor, seeds_gnhw: Tensor, channels: Seque
     """(G, N, C_lower, h, w) gradients of ``sum_hw seeds[g] * a_{c_g}`` at ``x``: ONE forward
     shared by all neurons and one vmapped backward over the G cotangents
     (``is_grads_batched``); no replication of the forward."""
-    if x.shape[0] > 1 and not getattr(span, "cut_checked", False):
+    if x.shape[0] > 1 and not span.cut_checked:
         # a batch that differs from the images' exposes a skip path around the lower layer
         # (the replicated path gets this check for free); one cheap forward, once per span
         span(x[:1].detach().clone().requires_grad_(True))

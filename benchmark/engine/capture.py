@@ -10,6 +10,7 @@ the pass with an error naming the model, layer and images (:mod:`benchmark.core.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -85,12 +86,12 @@ class _Accumulator:
             self.top[name] = _merge_topk(v, i, values.T, ids_row, self.spec.top_k)
         if attribution is not None:
             a = attribution.detach().double()  # (B, C_out)
-            threshold = self.spec.tau * a.clamp(min=0).sum(1, keepdim=True)
+            threshold = self.spec.tau * a.clamp(min=0).sum(1, keepdim=True)  # type: ignore[operator]  # tau is set on this path
             self.importance.index_add_(0, labels, (a >= threshold).long())
             self.attribution.index_add_(0, labels, a)
 
     def result(self) -> LayerStats:
-        extra = {}
+        extra: dict[str, Any] = {}
         if self.spec.tau is not None:
             extra = dict(importance_counts=self.importance.cpu(), attribution_sum=self.attribution.cpu(),
                          tau=self.spec.tau)

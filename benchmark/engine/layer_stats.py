@@ -16,6 +16,7 @@ flat tensors. Definitions (x = layer input, z = layer output, both spatially sum
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -77,7 +78,7 @@ class LayerStats:
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, Tensor]) -> "LayerStats":
-        kwargs = dict(tensors)
+        kwargs: dict[str, Any] = dict(tensors)
         if "tau" in kwargs:
             kwargs["tau"] = float(kwargs["tau"].item())
         return cls(**kwargs)

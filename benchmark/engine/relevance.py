@@ -52,7 +52,7 @@ def arv(model: nn.Module, layer: str, stats: LayerStats, channel: int, classes: 
     :func:`closed_form_exact` holds; use :func:`arv_by_gradient` (or :func:`concept_arvs`,
     which chooses) otherwise."""
     conv = get_layer(model, layer)
-    if not closed_form_exact(conv):
+    if not closed_form_exact(conv) or not isinstance(conv, nn.Conv2d):
         raise ValueError(
             f"the closed-form ARV is exact only for a 1x1, stride-1, groups=1 Conv2d without "
             f"non-zero padding; {layer!r} is {conv!r}. Use arv_by_gradient / concept_arvs.")

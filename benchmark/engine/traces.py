@@ -8,8 +8,8 @@ computed once per target and image for all methods (a per-image memo per model).
 """
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,17 +32,14 @@ def evaluation_indices(split: Split, heldout, max_images: int = 512) -> torch.Te
     return idx[:max_images]
 
 
-_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # held-out dataset -> memos
+MEMO_SECTION, MEMO_SIZE = "trace_maps", 8  # context.memo section: per-target maps of every method's trace
 
 
-def _shared(heldout, key: tuple, fn) -> ImageMemo:
-    """A per-image memo of ``fn`` shared by every method's trace of the same target (the
-    original channel and the planted parts do not depend on the method); it lives as long
-    as the held-out dataset, ``key`` holds the objects ``fn`` depends on (kept alive)."""
-    memos = _SHARED.setdefault(heldout, {})
-    if key not in memos:
-        memos[key] = ImageMemo(fn)
-    return memos[key]
+def _shared(context, objects: tuple, key: tuple, fn) -> ImageMemo:
+    """A per-image memo of ``fn`` shared, through the run's memo, by every method's trace of
+    the same target (the original channel and the planted parts do not depend on the
+    method); ``objects`` are the live objects ``fn`` depends on (kept alive by the memo)."""
+    return context.memo.get(MEMO_SECTION, (context.heldout, *objects), key, lambda: ImageMemo(fn), MEMO_SIZE)
 
 
 def compute_trace(split: Split, context, max_images: int = 512) -> dict:
@@ -50,9 +47,9 @@ def compute_trace(split: Split, context, max_images: int = 512) -> dict:
     model = context.model
     truth = context.planted.get(split.target.channel)
     layer, channel = split.target.layer, split.target.channel
-    original = _shared(context.heldout, ("orig", id(model), layer, channel),
+    original = _shared(context, (model,), ("orig", layer, channel),
                        lambda x: channel_activation(model, layer, channel, x))
-    parts = None if truth is None else _shared(context.heldout, ("parts", truth), truth.parts_fn)
+    parts = None if truth is None else _shared(context, (truth,), ("parts",), truth.parts_fn)
     chunks: dict[str, list] = {"orig": [], "virtual": [], "parts": [], "residual": []}
     for start in range(0, len(idx), context.batch_size):
         images = context.heldout.images(idx[start:start + context.batch_size]).to(context.device)
@@ -64,7 +61,7 @@ def compute_trace(split: Split, context, max_images: int = 512) -> dict:
             if residual is not None:
                 chunks["residual"].append(residual.sum((1, 2)))
         chunks["virtual"].append(split.activations(images).detach().sum((2, 3)))
-    trace = {k: torch.cat(v).cpu() for k, v in chunks.items() if v}
+    trace: dict[str, Any] = {k: torch.cat(v).cpu() for k, v in chunks.items() if v}
     trace["labels"] = context.heldout.labels[idx].clone()
     trace["meta"] = {"method": split.method, "target": split.target.key, "k": split.k,
                      "concepts": split.concepts or split.target.concepts}

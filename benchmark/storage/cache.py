@@ -103,7 +103,7 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "polysemy-bench").expanduser()
 
 
-def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path | str, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def payload_checksum(tensors: Mapping[str, Tensor]) -> str:
         t = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         if t.numel():
-            digest.update(t.reshape(-1).view(torch.uint8).numpy())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]  # ndarray is a buffer
     return digest.hexdigest()
 
 
@@ -154,7 +154,7 @@ def model_fingerprint(model: nn.Module, memo: "RunMemo | None" = None) -> str:
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         if t.numel():
-            digest.update(t.reshape(-1).view(torch.uint8).numpy())  # 0-dim buffers reshaped first
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]  # ndarray is a buffer; 0-dim reshaped first
     return digest.hexdigest()[:24]
 
 

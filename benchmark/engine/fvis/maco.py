@@ -56,13 +56,14 @@ def magnitude_spectrum(images_nchw: Tensor, size: int | None = None, batch_size:
     """
     if images_nchw.dim() != 4 or images_nchw.shape[1] != 3 or images_nchw.shape[0] == 0:
         raise ValueError(f"expected a non-empty (N, 3, H, W) batch of RGB images, got {tuple(images_nchw.shape)}")
-    total = None
+    total: Tensor | None = None
     for start in range(0, images_nchw.shape[0], batch_size):
         x = images_nchw[start:start + batch_size].detach().float()
         if size is not None:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         mag = torch.fft.rfft2(_to_decorrelated(x), norm="ortho").abs().sum(dim=0)
         total = mag if total is None else total + mag
+    assert total is not None  # the batch is non-empty (checked above)
     return total / images_nchw.shape[0]
 
 
@@ -170,7 +171,8 @@ class MACO:
         start = score(objective, normalize, self.image(phase, magnitude).detach(), size_in, device)
         for _ in range(self.steps):
             img = self.image(phase, magnitude)
-            total = sum(evaluate(objective, normalize(self._crops(img, size_in, gen)), num).sum()
+            total: Tensor = sum(evaluate(objective,  # type: ignore[assignment]  # a sum of tensors is a tensor
+                                          normalize(self._crops(img, size_in, gen)), num).sum()
                         for _ in range(self.crops_per_step))
             ascend([phase], optimizer, total / self.crops_per_step)
         final = self.image(phase, magnitude).detach()
