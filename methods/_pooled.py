@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from benchmark.core.errors import InputError
 from benchmark.core.types import Context, NotApplicable, Target
 from benchmark.engine.layers import check_channel, eval_mode, layer_activations
 
@@ -36,10 +37,10 @@ def reference_ids(context: Context, target: Target, n_ref: int, by: str = "mean"
     if n_ref < 1:
         raise ValueError(f"n_ref must be >= 1, got {n_ref}")
     if n_ref > len(context.fit):
-        raise ValueError(f"n_ref={n_ref} exceeds the {len(context.fit)} images of the fit dataset")
+        raise InputError(f"n_ref={n_ref} exceeds the {len(context.fit)} images of the fit dataset")
     ids = (context.stats.top_mean_ids if by == "mean" else context.stats.top_max_ids)[target.channel]
     if n_ref > ids.numel():
-        raise ValueError(
+        raise InputError(
             f"n_ref={n_ref} exceeds the {ids.numel()} reference samples per channel in the capture "
             f"statistics; capture with top_k >= {n_ref} or lower n_ref")
     return ids[:n_ref].clone()

@@ -124,3 +124,10 @@ def test_every_module_has_a_docstring_and_no_file_is_over_400_lines():
 def test_ruff_is_clean(package):
     done = subprocess.run([_tool("ruff"), "check", package], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_mypy_is_clean_on_core_storage_engine_and_the_plugins():
+    """The files checked are listed in pyproject.toml ([tool.mypy] files)."""
+    done = subprocess.run([_tool("mypy"), "--no-incremental"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "Success: no issues found" in done.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from benchmark.core.errors import InputError
 from benchmark.core.types import Context
 from benchmark.engine.layers import eval_mode, layer_activations
 
@@ -28,7 +29,7 @@ def top_max_references(context: Context, channel: int, n_ref: int) -> tuple[Tens
     """Ids and values of the ``n_ref`` fit images with the largest maximum activation of the
     channel (ties -> smaller index, as in the capture statistics)."""
     if n_ref > len(context.fit):
-        raise ValueError(f"n_ref={n_ref} exceeds the {len(context.fit)} images of the fit dataset; "
+        raise InputError(f"n_ref={n_ref} exceeds the {len(context.fit)} images of the fit dataset; "
                          f"choose n_ref <= {len(context.fit)}")
     stats = context.stats
     if stats.top_max_ids.shape[1] >= n_ref:
