@@ -16,7 +16,7 @@ from benchmark.run.runner import Runner
 from benchmark.storage import cache as cache_mod
 from benchmark.storage import fingerprints
 from benchmark.storage.cache import Cache
-from tests.fakes import CONFIG, tiny_config
+from tests.fakes import CONFIG
 
 NEW = "new_test_method"
 
