@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.core.types import Context, Split
-from benchmark.engine.layers import channel_activation, check_channel, get_layer
+from benchmark.engine.layers import channel_activation, check_channel, frozen_parameters, get_layer
 from benchmark.sources.datasets import ImageDataset
 
 
@@ -65,7 +65,7 @@ def original_with_attribution(model: nn.Module, layer: str, channel: int, images
 
     handle = module.register_forward_hook(hook)
     try:
-        with torch.enable_grad():
+        with frozen_parameters(model), torch.enable_grad():
             logits = model(images)
             if "z" not in box:
                 raise RuntimeError(f"layer {layer!r} was not called during the forward pass")

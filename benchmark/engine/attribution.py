@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.engine.attribution_backends import BACKENDS, ELEMENT_BUDGET, default_composite, register_backend
-from benchmark.engine.layers import check_channel, eval_mode, get_layer
+from benchmark.engine.layers import check_channel, eval_mode, frozen_parameters, get_layer
 
 __all__ = ["BACKENDS", "ELEMENT_BUDGET", "auto_chunk", "default_composite", "neuron_attributions",
            "neuron_attributions_loop", "reference_attributions", "register_backend"]
@@ -261,7 +261,7 @@ def neuron_attributions(
     channels = [int(c) for c in (channels.tolist() if isinstance(channels, Tensor) else channels)]
     if not channels:
         raise ValueError("channels is empty: give at least one output channel of the layer")
-    with eval_mode(model), torch.enable_grad():
+    with eval_mode(model), frozen_parameters(model), torch.enable_grad():
         if backend == "gradient" and not backend_options:
             return _finish(_gradient_attributions(model, layer, lower_layer, images, channels, chunk), normalize)
         span, x, z, channels = _prepare(model, layer, lower_layer, images, channels, backend)
@@ -300,7 +300,7 @@ def reference_attributions(model: nn.Module, layer: str, lower_layer: str | None
     wanted = {int(c): [int(i) for i in ids] for c, ids in ids_by_channel.items()}
     union = sorted({i for ids in wanted.values() for i in ids})
     rows: dict[int, dict[int, Tensor]] = {c: {} for c in wanted}
-    with eval_mode(model), torch.enable_grad():
+    with eval_mode(model), frozen_parameters(model), torch.enable_grad():
         for start in range(0, len(union), batch_size):
             batch = union[start:start + batch_size]
             where = {i: n for n, i in enumerate(batch)}

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from benchmark.core.finite import FiniteWatch
 from benchmark.engine.layer_stats import LayerStats
-from benchmark.engine.layers import eval_mode, get_layer
+from benchmark.engine.layers import eval_mode, frozen_parameters, get_layer
 from benchmark.sources.datasets import ImageDataset
 from benchmark.storage.cache import Cache, model_fingerprint
 
@@ -150,7 +150,7 @@ def capture(
     handles = [layer.register_forward_pre_hook(pre_hook), layer.register_forward_hook(hook)]
     try:
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec.autocast_bf16)
-        with eval_mode(model), torch.set_grad_enabled(need_grad), autocast:
+        with eval_mode(model), frozen_parameters(model), torch.set_grad_enabled(need_grad), autocast:
             for ids, images, labels in tqdm(loader, desc=f"capture {spec.layer}", disable=not progress, unit="batch"):
                 images = images.to(device, non_blocking=True)
                 labels_dev = labels.to(device, non_blocking=True)

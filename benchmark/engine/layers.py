@@ -45,6 +45,23 @@ def num_output_channels(model: nn.Module, path: str, example: Tensor) -> int:
 
 
 @contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
+    """Parameters stop requiring grad for the block and get their own flags back afterwards
+    (also on error). A pass that needs gradients w.r.t. activations only (capture, reference
+    attributions, metrics) then records no graph for parameter gradients: autograd keeps
+    nothing below the first activation that requires grad, and no weight gradient above
+    it. Input and activation gradients are the same numbers."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode for the block (no BatchNorm statistic updates) and restore
     every module's own ``training`` flag afterwards."""

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.engine.layer_stats import LayerStats
-from benchmark.engine.layers import check_channel, eval_mode, get_layer
+from benchmark.engine.layers import check_channel, eval_mode, frozen_parameters, get_layer
 from benchmark.sources.datasets import ImageDataset
 
 _MAX_BATCHED_ELEMENTS = 2**25  # elements of one channel-batched gradient (m, B, C_in, H, W)
@@ -133,7 +133,7 @@ def arv_by_gradient(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device) if device is not None else _model_device(model)
     total: Tensor | None = None
-    with eval_mode(model):
+    with eval_mode(model), frozen_parameters(model):
         for start in range(0, len(idx), batch_size):
             images = dataset.images(idx[start:start + batch_size]).to(device)
             x, z = _input_output(model, layer_in, layer_out, images)
