@@ -5,14 +5,22 @@ A trace holds, on held-out images (those of the target's concepts, else the firs
 neurons (N, k), the labels (N,), the planted parts (N, 2) where there is ground truth, and
 the residual (N,) for surgery splits. The original channel and the planted parts are
 computed once per target and image for all methods (a per-image memo per model).
+
+Run folders are shared (results/ is committed; a reader downloads someone's run to re-render
+its figures), so a trace file is plain data that cannot run code when read: a safetensors
+file of its tensors with its metadata (method, target, k, concepts, track) as JSON in the
+file's header. Anything else in ``traces/`` (a pickle, a truncated file) is refused with a
+:class:`TraceError` naming the file; nothing is unpickled.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmark.core.errors import PolysemyError
 from benchmark.core.types import Split
 from benchmark.engine.layers import channel_activation
 from benchmark.engine.memo import ImageMemo
@@ -68,11 +76,43 @@ def compute_trace(split: Split, context, max_images: int = 512) -> dict:
     return trace
 
 
+SUFFIX = ".safetensors"
+
+
+class TraceError(PolysemyError, ValueError):
+    """A file in a run folder's traces/ that is not a trace this package wrote."""
+
+
 def save_trace(path: Path, split: Split, plan, context=None) -> Path:
+    """Write the trace of ``split`` as safetensors (tensors) + JSON metadata; ``path`` must
+    end in ``.safetensors``."""
+    from safetensors.torch import save_file
+
+    if Path(path).suffix != SUFFIX:
+        raise ValueError(f"a trace file ends in {SUFFIX}, got {path}")
     trace = compute_trace(split, context if context is not None else plan.context)
-    trace["meta"]["track"] = plan.track
-    return atomic_write(path, lambda p: torch.save(trace, p))
+    meta = {**trace.pop("meta"), "track": plan.track}
+    tensors = {name: value.contiguous() for name, value in trace.items()}
+    header = {"polysemy_trace": "1", "meta": json.dumps(meta)}
+    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=header))
 
 
 def load_trace(path: Path) -> dict:
-    return torch.load(path, weights_only=False)
+    """The trace at ``path`` (tensors and ``meta``); a TraceError for any other file."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        if header.get("polysemy_trace") != "1" or "meta" not in header:
+            raise TraceError(f"{path} is not a polysemy-bench trace (its header has no trace metadata)")
+        trace: dict[str, Any] = dict(load_file(str(path)))
+        meta = json.loads(header["meta"])
+    except (SafetensorError, OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TraceError(f"{path} is not a readable trace file ({err}); traces are safetensors files, "
+                         "never pickles: delete it or rerun the run") from None
+    if meta.get("concepts") is not None:
+        meta["concepts"] = tuple(tuple(int(c) for c in cs) for cs in meta["concepts"])
+    trace["meta"] = meta
+    return trace

@@ -24,6 +24,7 @@ import torch
 
 from benchmark.core.budget import StageTimer
 from benchmark.core.types import NotApplicable
+from benchmark.engine.traces import SUFFIX as TRACE_SUFFIX
 from benchmark.engine.traces import load_trace
 from benchmark.reporting import plots
 from benchmark.storage.cache import model_fingerprint
@@ -43,7 +44,7 @@ def write_figures(out: Path, results: pd.DataFrame, plans, methods, env, splits:
     timer = timer or StageTimer()
     fitted = _Fitted(splits or {})
     fig_dir = out / "figures"
-    traces = [load_trace(p) for p in sorted((out / "traces").glob("*.pt"))]
+    traces = [load_trace(p) for p in sorted((out / "traces").glob(f"*{TRACE_SUFFIX}"))]
     by_key = {(t["meta"]["track"], t["meta"]["method"], t["meta"]["target"]): t for t in traces}
     plans_by_track = {p.track: p for p in plans}
     written: list[Path] = []

@@ -224,11 +224,11 @@ class Runner:
                 rows += self._not_applicable(plan, method, target, metric, str(why))
                 continue
             rows += self._value_rows(plan, method, target, metric, values)
-        from benchmark.engine.traces import TRACED_TRACKS, save_trace
+        from benchmark.engine.traces import SUFFIX, TRACED_TRACKS, save_trace
 
         if plan.track in TRACED_TRACKS and target == plan.targets[0]:  # what the figures read
             with self.timer("trace"):
-                save_trace(self.work / "traces" / f"{key}.pt", split, plan, context)
+                save_trace(self.work / "traces" / f"{key}{SUFFIX}", split, plan, context)
         return rows
 
     def _detection_rows(self, plan: TrackPlan, method: Plugin, _target: None, key: str) -> list[dict]:
