@@ -87,9 +87,16 @@ def pearson_matrix(a_nj: np.ndarray, b_nq: np.ndarray) -> np.ndarray:
     return np.clip(np.divide(cov, norm, out=np.zeros_like(cov), where=norm > 0), -1.0, 1.0)
 
 
+TIE_DECIMALS = 9  # correlations equal to 1e-9 are ties: broken by the neuron's index
+
+
 def match_parts(corr_jq: np.ndarray) -> dict[int, int]:
-    """part q -> virtual neuron j maximising the total matched correlation."""
-    rows, cols = linear_sum_assignment(corr_jq, maximize=True)
+    """part q -> virtual neuron j maximising the total matched correlation.
+
+    The correlations are rounded to :data:`TIE_DECIMALS` decimals first, so identical
+    virtual neurons (e.g. the k copies of ``duplicate``) are matched the same way on every
+    machine (the solver then breaks the exact tie by index) rather than by float round-off."""
+    rows, cols = linear_sum_assignment(np.round(corr_jq, TIE_DECIMALS), maximize=True)
     return {int(q): int(j) for j, q in zip(rows, cols)}
 
 

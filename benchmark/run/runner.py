@@ -39,6 +39,8 @@ from benchmark.tracks import TRACKS, TrackPlan
 RESULT_COLUMNS = ["track", "model", "layer", "dataset", "target", "method", "method_params", "metric",
                   "column", "value", "higher_is_better", "main", "status", "reason", "seed",
                   "data_seed", "model_seed", "method_seed"]  # seed = method_seed (kept for tables)
+SORT_COLUMNS = ["track", "method", "method_params", "target", "model", "layer", "dataset", "model_seed",
+                "data_seed", "method_seed", "metric", "column"]
 
 
 @dataclass(frozen=True)
@@ -273,8 +275,9 @@ class Runner:
         results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
         results["reason"] = results["reason"].fillna("")
         results["higher_is_better"] = results["higher_is_better"].fillna("")
-        results = results.sort_values(["track", "method", "method_params", "target", "metric", "column"],
-                                      kind="stable").reset_index(drop=True)
+        # every identity column: the order (and so every bootstrap over it) never depends on
+        # the part files' names, which are hashes of the code
+        results = results.sort_values(SORT_COLUMNS, kind="stable").reset_index(drop=True)
         atomic_write(self.work / "results.csv", lambda p: results.to_csv(p, index=False))
         return results
 

@@ -130,3 +130,15 @@ def test_not_applicable_cases():
     other = Split(Target("tiny", "conv2", 1), "o", 2, "gating", truth.parts_fn, reference_ids=((0,), (1,)))
     with pytest.raises(NotApplicable, match="not a planted channel"):
         PlantedRecovery().score(other, ctx)
+
+
+def test_matching_breaks_ties_by_index_not_by_round_off():
+    from metrics.planted_recovery import match_parts
+
+    # two identical virtual neurons whose correlations differ by round-off only: either
+    # order of the noise gives the same matching
+    base = np.array([[0.7, 0.3], [0.7, 0.3]])
+    for noise in (1e-13, -1e-13):
+        corr = base + np.array([[0.0, 0.0], [noise, -noise]])
+        assert match_parts(corr) == match_parts(base)
+    assert match_parts(np.array([[0.1, 0.9], [0.8, 0.2]])) == {0: 1, 1: 0}  # a real preference wins
