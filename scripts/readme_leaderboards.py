@@ -6,7 +6,7 @@ section of it, so the numbers in the README are those of the committed runs:
 
     polysemy run --output results --overwrite
     polysemy run real --output results/real --overwrite
-    python scripts/readme_leaderboards.py
+    python scripts/readme_leaderboards.py   # also the meta-evaluation block
 """
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def test_memoized_surgery_split_computes_each_image_once():
 
 
 def test_object_memo_hits_only_for_the_same_live_objects_and_keeps_the_newest():
-    from benchmark.engine.memo import ObjectMemo
+    from benchmark.core.memo import ObjectMemo
 
     memo, calls = ObjectMemo(2), []
 

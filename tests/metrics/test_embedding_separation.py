@@ -74,7 +74,6 @@ class SmallEmbedder:
 def small(monkeypatch):
     embedder = SmallEmbedder()
     monkeypatch.setattr(es, "_build_embedder", lambda name, args: embedder)
-    es._EMBED_MEMO.clear()
     return embedder
 
 
