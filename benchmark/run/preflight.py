@@ -16,9 +16,13 @@ from benchmark.core.errors import MissingFileError
 from benchmark.core.registry import DATASETS, EMBEDDERS, FEATURE_VIS, MODELS
 from benchmark.storage.cache import Cache, check_writable
 
+SEED_LIMIT = 2 ** 31  # numpy and torch generators accept seeds in [0, 2^31)
+PAIR_SOURCES = ("detected", "given")  # benchmark.tracks.pairs
+
 
 def check_ranges(config: RunConfig) -> None:
-    """Counts that must not be negative, batch sizes that must be positive."""
+    """Counts that must not be negative, batch sizes that must be positive, seeds in range and
+    model seeds listed once."""
     t = config.tracks
     rules = [("batch_size", config.batch_size, 1), ("num_workers", config.num_workers, 0),
              ("data.fit_limit", config.data.fit_limit, 0), ("data.heldout_limit", config.data.heldout_limit, 0),
@@ -28,6 +32,19 @@ def check_ranges(config: RunConfig) -> None:
         if value < least:
             meaning = " (0 = all)" if least == 0 and key.startswith("tracks.") else ""
             raise ConfigError(f"{key} must be >= {least}{meaning}, got {value}")
+    for key, value in (("seed", config.seed), ("data.seed", config.data.seed), ("model.seed", config.model.seed),
+                       ("method_seed", config.method_seed)):
+        if value is not None and not 0 <= value < SEED_LIMIT:
+            raise ConfigError(f"{key} must be in [0, 2^31), got {value}")
+    seeds = list(t.planted.model_seeds)
+    if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT for s in seeds):
+        raise ConfigError(f"tracks.planted.model_seeds must be integers in [0, 2^31), got {seeds}")
+    if len(set(seeds)) != len(seeds):
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise ConfigError(f"tracks.planted.model_seeds lists seed(s) {repeated} more than once: {seeds} "
+                          "(each model seed is planted once)")
+    if t.pairs.source not in PAIR_SOURCES:
+        raise ConfigError(f"tracks.pairs.source must be one of {', '.join(PAIR_SOURCES)}, got {t.pairs.source!r}")
     if t.planted.enabled and t.planted.num_channels < 1:
         raise ConfigError("tracks.planted.num_channels must be >= 1 when the planted track is enabled "
                           "(to skip the track set tracks.planted.enabled = false)")

@@ -120,3 +120,18 @@ def test_bad_names_parameters_and_paths_are_specific_errors(tmp_path):
         Runner(tiny_config(tmp_path, **{"data.root": str(tmp_path / "missing")}), output_dir=tmp_path / "d",
                progress=False).run()
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"data.seed": -1}, r"data.seed must be in \[0, 2\^31\), got -1"),
+    ({"seed": 2 ** 31}, r"seed must be in \[0, 2\^31\)"),
+    ({"method_seed": -3}, r"method_seed must be in"),
+    ({"tracks.planted.model_seeds": [1, 1, 2]}, r"lists seed\(s\) \[1\] more than once"),
+    ({"tracks.planted.model_seeds": [0, -1]}, r"model_seeds must be integers in \[0, 2\^31\)"),
+    ({"tracks.pairs.source": "x"}, r"tracks.pairs.source must be one of detected, given, got 'x'"),
+])
+def test_bad_seeds_and_sources_are_refused_before_anything_is_written(tmp_path, overrides, message):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=message):
+        Runner(tiny_config(tmp_path, **overrides), output_dir=out, progress=False)
+    assert not out.exists()  # refused before the run folder was made
