@@ -68,17 +68,39 @@ class LayerStats:
         return (self.importance_counts >= p * self.class_counts[:, None]) & present[:, None]
 
     def to_tensors(self) -> dict[str, Tensor]:
-        out = {}
+        """Flat tensors for the cache. The per-class tables keep only the rows of classes that
+        occur (``class_rows``; a class without images has all-zero rows), so an entry grows with
+        the classes a dataset uses, not with the model's 1000 ImageNet classes."""
+        present = torch.nonzero(self.class_counts > 0).flatten()
+        out: dict[str, Tensor] = {"class_rows": present, "num_classes": torch.tensor([self.num_classes])}
         for f in fields(self):
             value = getattr(self, f.name)
             if value is None:
                 continue
-            out[f.name] = torch.tensor([value], dtype=torch.float64) if f.name == "tau" else value
+            if f.name == "tau":
+                out[f.name] = torch.tensor([value], dtype=torch.float64)
+            elif f.name in CLASS_TABLES:
+                out[f.name] = value[present].contiguous()
+            else:
+                out[f.name] = value
         return out
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, Tensor]) -> "LayerStats":
+        """Inverse of :meth:`to_tensors` (also reads the older dense layout)."""
         kwargs: dict[str, Any] = dict(tensors)
+        rows, total = kwargs.pop("class_rows", None), kwargs.pop("num_classes", None)
+        if rows is not None and total is not None:
+            for name in CLASS_TABLES:
+                if name in kwargs:
+                    sparse = kwargs[name]
+                    dense = torch.zeros((int(total.item()), *sparse.shape[1:]), dtype=sparse.dtype)
+                    dense[rows] = sparse
+                    kwargs[name] = dense
         if "tau" in kwargs:
             kwargs["tau"] = float(kwargs["tau"].item())
         return cls(**kwargs)
+
+
+# the per-class tables (first dimension: the dataset's classes)
+CLASS_TABLES = ("class_counts", "input_sum", "output_sum", "importance_counts", "attribution_sum")

@@ -197,3 +197,25 @@ def test_eval_mode_restores_every_modules_own_flag():
     with eval_mode(model):
         assert not any(m.training for m in model.modules())
     assert model.training and model.conv2.training and not model.conv1.training
+
+
+def test_cached_statistics_store_only_the_classes_that_occur():
+    from benchmark.engine.layer_stats import LayerStats
+
+    model, data = TinyNet(seed=0).eval(), random_images(n=24, num_classes=3, seed=4)
+    small = capture(model, data, CaptureSpec("conv2", top_k=4, tau=0.05), progress=False)
+    # the same statistics as if the model had 1000 classes of which 3 occur
+    wide = {n: (torch.cat([v, torch.zeros((997, *v.shape[1:]), dtype=v.dtype)]) if n in
+                ("class_counts", "input_sum", "output_sum", "importance_counts", "attribution_sum") else v)
+            for n, v in small.__dict__.items() if v is not None and n != "tau"}
+    stats = LayerStats(**wide, tau=small.tau)
+    flat = stats.to_tensors()
+    assert flat["class_rows"].tolist() == [0, 1, 2] and flat["input_sum"].shape[0] == 3
+    back = LayerStats.from_tensors(flat)
+    for name, value in stats.__dict__.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, getattr(back, name)), name
+    assert back.tau == stats.tau and back.num_classes == 1000
+    dense_bytes = sum(v.numel() * v.element_size() for v in wide.values())
+    sparse_bytes = sum(v.numel() * v.element_size() for v in flat.values())
+    assert sparse_bytes < dense_bytes / 10
