@@ -91,7 +91,7 @@ class Metric:
     columns: ClassVar[tuple[Column, ...]] = ()
     scope: ClassVar[str] = "split"
     # which columns claim to measure disentanglement (checked against the trivial splits
-    # and the oracle by tests/evaluation/test_metric_sanity.py); with none, say why
+    # and the oracle by tests/metrics/test_metric_sanity.py); with none, say why
     calibrated_columns: ClassVar[tuple[str, ...]] = ()
     not_calibrated: ClassVar[str] = ""
     # the meta-evaluation: the planted-truth column other metrics are ranked against, and
