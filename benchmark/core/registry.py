@@ -117,6 +117,10 @@ MODELS = Registry("model")
 DATASETS = Registry("dataset")
 EMBEDDERS = Registry("embedder", base=Embedder)
 FEATURE_VIS = Registry("feature-visualisation backend")
+# model name -> zero-argument builder of its untrained architecture (same module names as the
+# trained model): the pre-flight checks read layer names from it in a second, before any
+# training or weight loading. Optional per model; not listed by `polysemy list`.
+ARCHITECTURES = Registry("model architecture")
 
 ALL_REGISTRIES: dict[str, Registry] = {
     "methods": METHODS,

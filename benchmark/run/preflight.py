@@ -13,7 +13,8 @@ from typing import Iterable
 
 from benchmark.core.config import ConfigError, RunConfig
 from benchmark.core.errors import MissingFileError
-from benchmark.core.registry import DATASETS, EMBEDDERS, FEATURE_VIS, MODELS
+from benchmark.core.registry import ARCHITECTURES, DATASETS, EMBEDDERS, FEATURE_VIS, MODELS
+from benchmark.engine.layers import UnknownLayerError
 from benchmark.storage.cache import Cache, check_writable
 
 SEED_LIMIT = 2 ** 31  # numpy and torch generators accept seeds in [0, 2^31)
@@ -92,10 +93,45 @@ def check_environment(config: RunConfig, cache: Cache, output: Path | None = Non
         check_wordnet()  # imports nltk: last
 
 
+def named_layers(config: RunConfig) -> list[tuple[str, str]]:
+    """(config key, layer name) of every layer the config names explicitly."""
+    t = config.tracks
+    named = [("model.layer", config.model.layer), ("tracks.pairs.layer", t.pairs.layer),
+             ("tracks.layer.layer", t.layer.layer), ("tracks.detection.layer", t.detection.layer),
+             ("tracks.planted.layer", t.planted.layer)]
+    named += [("tracks.planted.layers", str(layer)) for layer in t.planted.layers]
+    return [(key, layer) for key, layer in named if layer]
+
+
+def check_layers(config: RunConfig) -> None:
+    """Every layer the config names exists in the model (and the planted ones are Conv2d),
+    read from the model's untrained architecture where the zoo registers one, so a typo is
+    refused in a second, before any training. Models without a registered architecture
+    are checked when they are loaded."""
+    from torch import nn
+
+    from benchmark.engine.layers import get_layer
+
+    if config.model.name not in ARCHITECTURES:
+        return
+    model = ARCHITECTURES.get(config.model.name)()
+    for key, layer in named_layers(config):
+        try:
+            module = get_layer(model, layer)
+        except UnknownLayerError as err:
+            raise UnknownLayerError(f"{key}: {err}") from None
+        if key.startswith("tracks.planted") and config.tracks.planted.enabled and not isinstance(module, nn.Conv2d):
+            convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+            raise ConfigError(f"{key}: planting merges two channels of a Conv2d; {layer!r} is a "
+                              f"{type(module).__name__}. Conv2d layers: {', '.join(convs)}")
+
+
 def check_plugins(config: RunConfig, methods: Iterable = (), metrics: Iterable = ()) -> None:
-    """Names of the model, dataset, embedders and feature-visualisation backends; CLIP
-    weights present (or the network reachable); embedders suited to the dataset."""
+    """Names of the model, dataset, embedders and feature-visualisation backends; the layers
+    the config names; CLIP weights present (or the network reachable); embedders suited to
+    the dataset."""
     MODELS.get(config.model.name)
+    check_layers(config)
     DATASETS.get(config.data.dataset)
     metrics, methods = list(metrics), list(methods)
     embedders, backends = _plugin_components(metrics)

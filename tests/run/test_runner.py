@@ -6,8 +6,9 @@ import json
 import pandas as pd
 import pytest
 
-from benchmark.core.config import ConfigError
+from benchmark.core.config import ConfigError, load_config
 from benchmark.core.registry import UnknownNameError
+from benchmark.engine.layers import UnknownLayerError
 from benchmark.run.runner import RunDirectoryError, Runner
 from tests.fakes import tiny_config
 
@@ -135,3 +136,23 @@ def test_bad_seeds_and_sources_are_refused_before_anything_is_written(tmp_path, 
     with pytest.raises(ConfigError, match=message):
         Runner(tiny_config(tmp_path, **overrides), output_dir=out, progress=False)
     assert not out.exists()  # refused before the run folder was made
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"tracks.planted.layers": ["nope"]}, r"tracks.planted.layers: no layer 'nope' in WorldCNN\. Close valid names"),
+    ({"tracks.layer.layer": "blocks.9"}, r"tracks.layer.layer: no layer 'blocks.9'"),
+    ({"tracks.planted.layers": ["blocks.0.bn1"]}, r"planting merges two channels of a Conv2d; 'blocks.0.bn1' is a "
+                                                  r"BatchNorm2d\. Conv2d layers: stem.0, "),
+])
+def test_a_bad_layer_of_the_world_cnn_is_refused_before_any_training(tmp_path, monkeypatch, overrides, message):
+    from benchmark.sources.world import model as world_model
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the world CNN was trained or loaded before the layer check")
+
+    monkeypatch.setattr(world_model, "load_or_train", no_training)
+    monkeypatch.setenv("POLYSEMY_CACHE", str(tmp_path / "cold-cache"))  # nothing cached
+    out = tmp_path / "run"
+    with pytest.raises((ConfigError, UnknownLayerError), match=message):
+        Runner(load_config("synthetic", overrides), output_dir=out, progress=False)
+    assert not out.exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from benchmark.core.errors import InputError
-from benchmark.core.registry import DATASETS, MODELS
+from benchmark.core.registry import ARCHITECTURES, DATASETS, MODELS
 
 
 @MODELS.register("world_cnn")
@@ -27,6 +27,14 @@ def world_cnn(weights: str | Path | None = None, seed: int = 0, data_seed: int =
     from benchmark.sources.world.model import load_world_cnn
 
     return load_world_cnn(weights=weights, seed=seed, world_seed=data_seed, progress=progress, **kw)
+
+
+@ARCHITECTURES.register("world_cnn")
+def world_cnn_architecture() -> nn.Module:
+    """The world CNN untrained (its layer names, for the pre-flight checks)."""
+    from benchmark.sources.world.model import WorldCNN
+
+    return WorldCNN()
 
 
 @DATASETS.register("synthetic_world")
