@@ -297,11 +297,11 @@ class Runner:
         from benchmark.reporting.table_formats import write_leaderboards
 
         t0 = time.perf_counter()
+        self.folder.clear_figures()  # first: the report below draws its CD diagrams into figures/
         write_leaderboards(results, self.work)
         write_report(results, self.work)  # per-target values, paired comparisons, CD diagrams, detection table
         from benchmark.evaluation.meta_evaluation import write_meta_evaluation
 
         write_meta_evaluation(results, self.work, seed=self.config.seeds.method)
-        self.folder.clear_figures()
         write_figures(self.work, results, plans, self.methods, env, splits=self.kept_splits, timer=self.timer)
         self.timings["render_s"] = time.perf_counter() - t0

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -156,3 +158,36 @@ def test_a_bad_layer_of_the_world_cnn_is_refused_before_any_training(tmp_path, m
     with pytest.raises((ConfigError, UnknownLayerError), match=message):
         Runner(load_config("synthetic", overrides), output_dir=out, progress=False)
     assert not out.exists()
+
+
+def _broken_image_links(folder: Path) -> list[str]:
+    broken = []
+    for md in sorted(folder.rglob("*.md")):
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", md.read_text()):
+            if "://" not in target and not (md.parent / target).is_file():
+                broken.append(f"{md.relative_to(folder)} -> {target}")
+    return broken
+
+
+def test_every_image_link_of_a_run_resolves(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from benchmark.reporting import statistical_report
+
+    # the tiny run has too few targets for a critical-difference panel: draw a fixed one, so
+    # the report links a figure that the rest of the run must not delete
+    p = pd.DataFrame(1.0, index=["identity", "pure"], columns=["identity", "pure"])
+    monkeypatch.setattr(statistical_report, "cd_panels",
+                        lambda values, cmp, track: [("fixed", {"identity": 1.0, "pure": 2.0}, p)])
+    config = tiny_config(tmp_path, **{"tracks.planted.enabled": False, "tracks.detection.enabled": False,
+                                      "tracks.layer.enabled": False})
+    out = Runner(config, output_dir=tmp_path / "run", progress=False).run()
+    assert "](figures/cd_pairs.png)" in (out / "report.md").read_text()
+    assert _broken_image_links(out) == []
+
+
+def test_every_image_link_of_the_readme_and_the_committed_runs_resolves():
+    root = Path(__file__).resolve().parents[2]
+    readme = [t for t in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", (root / "README.md").read_text())
+              if "://" not in t and not (root / t).is_file()]
+    assert readme == [] and _broken_image_links(root / "results") == []
