@@ -126,14 +126,13 @@ def check_layers(config: RunConfig) -> None:
                               f"{type(module).__name__}. Conv2d layers: {', '.join(convs)}")
 
 
-def check_plugins(config: RunConfig, methods: Iterable = (), metrics: Iterable = ()) -> None:
+def check_plugins(config: RunConfig, metrics: Iterable = ()) -> None:
     """Names of the model, dataset, embedders and feature-visualisation backends; the layers
     the config names; CLIP weights present (or the network reachable); embedders suited to
     the dataset."""
     MODELS.get(config.model.name)
     check_layers(config)
     DATASETS.get(config.data.dataset)
-    metrics, methods = list(metrics), list(methods)
     embedders, backends = _plugin_components(metrics)
     if config.figures.enabled:
         backends.append((config.figures.fvis_backend, "figures.fvis_backend"))

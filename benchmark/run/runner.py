@@ -104,7 +104,7 @@ class Runner:
         self.metrics = resolve(METRICS, config.metrics, dict(config.metric_params))
         for name in TRACKS:
             getattr(config.tracks, name)  # every track has a config section
-        check_plugins(config, self.methods, self.metrics)
+        check_plugins(config, self.metrics)  # methods declare no components to check
         self.folder = RunFolder(self.out, config.to_dict(), overwrite)
         self.work = self.out
         self.keys: list[str] = []
