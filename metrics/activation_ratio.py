@@ -33,7 +33,7 @@ j != m(i) of s_ij`` (everything that leaks to other virtual neurons), and
   aggregation: the ARV paper pools the per-image ratios of all pairs; averaging
   ``distance_pooled`` over targets weighted by the ``kept`` extra gives the pooled number);
 * ``own_gating`` / ``cross_gating`` for gating splits, ``own_surgery`` / ``cross_surgery`` for
-  surgery splits: the authors' per-image mean ratios r_ij (own = r_{i,m(i)}, cross = the
+  surgery splits, ``own_dictionary`` / ``cross_dictionary`` for dictionary splits: the authors' per-image mean ratios r_ij (own = r_{i,m(i)}, cross = the
   sum over the other neurons), averaged over concepts. They are kept apart on purpose: for hard-gating
   methods own + cross = 1 by construction (a routing fraction), for surgery they are
   magnitudes (own may overshoot 1), so a raw own/cross never compares the two families.
@@ -48,7 +48,7 @@ concept; so do we (``concepts_scored`` counts them). Not applicable only when no
 keeps an image. Extra keys per concept i: ``own_c{i}``, ``cross_c{i}``, ``distance_c{i}``,
 ``ratio_v{j}_c{i}``, ``matched_c{i}`` (-1 if unmatched), ``kept_c{i}`` / ``images_c{i}`` /
 ``near_zero_c{i}`` (kept images, images of the concept, images dropped for ``|o| <= eps``),
-``residual_c{i}`` (mean res/o) for surgery splits; ``kept``, ``concepts_scored``.
+``residual_c{i}`` (mean res/o) for splits with a residual; ``kept``, ``concepts_scored``.
 """
 from __future__ import annotations
 
@@ -82,6 +82,8 @@ class ActivationRatio(Metric):
         Column("cross_gating", False, optional=True),
         Column("own_surgery", None, optional=True),
         Column("cross_surgery", False, optional=True),
+        Column("own_dictionary", None, optional=True),
+        Column("cross_dictionary", False, optional=True),
     )
     scope: ClassVar[str] = "split"
     label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.evaluation.meta_evaluation

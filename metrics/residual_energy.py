@@ -1,8 +1,10 @@
-"""Size of the shared residual of a surgery split (Hesse et al., CVPR-W 2025: "the residual
-stays small"; DESIGN.md, "residual energy").
+"""Size of the residual of a surgery or dictionary split (Hesse et al., CVPR-W 2025: "the
+residual stays small"; DESIGN.md, "residual energy").
 
 Surgery splits recompose the channel as ``orig = sum_i d_i - (k-1) * res``; the residual
-``res`` carries what both virtual neurons share. On held-out images (those of the split's
+``res`` carries what both virtual neurons share. Dictionary splits recompose it as
+``orig = sum_i v_i + res``; there ``res`` is what no atom group carries (the SAE's
+reconstruction error and decoder bias, or the conv bias of an NMF split). On held-out images (those of the split's
 concepts when it has any, else all), with ``sum_hw`` the spatial sum,
 
     residual_ratio  = sum_n |sum_hw res(n)| / sum_n |sum_hw orig(n)|      (ratio of sums)
@@ -35,9 +37,9 @@ from metrics._common import batches, concept_indices, original_channel, spatial_
 @METRICS.register("residual_energy")
 @dataclass(frozen=True)
 class ResidualEnergy(Metric):
-    """Relative size of a surgery split's residual: spatial-sum ratio and energy ratio."""
+    """Relative size of a split's residual (surgery, dictionary): spatial-sum and energy ratios."""
 
-    requires: ClassVar[frozenset[str]] = frozenset({"surgery"})  # does not apply without it
+    requires: ClassVar[frozenset[str]] = frozenset({"residual"})  # does not apply without it
 
     eps: float = 1e-6
 
@@ -49,7 +51,7 @@ class ResidualEnergy(Metric):
     scope: ClassVar[str] = "split"
     label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.evaluation.meta_evaluation
     calibrated_columns: ClassVar[tuple[str, ...]] = ()
-    not_calibrated: ClassVar[str] = "size of a surgery residual, not a separation score (gating splits have none)"
+    not_calibrated: ClassVar[str] = "size of a residual, not a separation score (gating splits have none)"
 
     def __post_init__(self) -> None:
         if self.eps < 0:

@@ -63,7 +63,7 @@ def tiny_context(layer: str = "conv2", n: int = 48, num_classes: int = 4, seed: 
     model = TinyNet(num_classes=num_classes, seed=seed).eval()
     fit = random_images(n=n, num_classes=num_classes, seed=seed)
     heldout = random_images(n=n // 2, num_classes=num_classes, seed=seed + 100)
-    stats = capture(model, fit, CaptureSpec(layer, top_k=top_k, tau=tau), progress=False)
+    stats = capture(model, fit, CaptureSpec(layer, top_k=top_k, tau=tau, sample_vectors=2048), progress=False)
     return Context(model=model, model_name="tiny", layer=layer, fit=fit, heldout=heldout,
                    stats=stats, batch_size=16, seed=seed)
 
@@ -86,7 +86,7 @@ def planted_world_context(world_model, world_val, fit: range, heldout: range, nu
     top = {s.channel: s.top_class for s in class_selectivity(base)}
     classes = [((top[a],), (top[b],)) for a, b in pairs]
     model, truth = plant(world_model, layer, pairs, classes=classes)
-    stats = capture(model, fit_data, CaptureSpec(layer, top_k=100, tau=0.03), progress=False)
+    stats = capture(model, fit_data, CaptureSpec(layer, top_k=100, tau=0.03, sample_vectors=8192), progress=False)
     ctx = Context(model=model, model_name="world_cnn", layer=layer, fit=fit_data, heldout=heldout_data,
                   stats=stats, batch_size=batch_size, planted=truth)
     return ctx, [Target("world_cnn", layer, a, concepts=c) for (a, _), c in zip(pairs, classes)]
@@ -277,7 +277,8 @@ def _planted_context(fit, heldout, num_classes: int):
     class_b = sel[b].top_class if sel[b].top_class != class_a else (class_a + 1) % num_classes
     concepts = ((class_a,), (class_b,))
     model, truth = plant(base, CONTRACT_LAYER, [CONTRACT_PAIR], classes=[concepts])
-    stats = capture(model, fit, CaptureSpec(CONTRACT_LAYER, top_k=CONTRACT_TOP_K, tau=0.05), progress=False)
+    stats = capture(model, fit, CaptureSpec(CONTRACT_LAYER, top_k=CONTRACT_TOP_K, tau=0.05, sample_vectors=4096),
+                    progress=False)
     ctx = Context(model=model, model_name="tiny", layer=CONTRACT_LAYER, fit=fit, heldout=heldout, stats=stats,
                   batch_size=16, seed=0, planted=truth)
     return ctx, Target("tiny", CONTRACT_LAYER, a, concepts=concepts)

@@ -48,6 +48,7 @@ class DataConfig:
 class CaptureConfig:
     top_k: int = 100
     tau: float = 0.03
+    sample_vectors: int = 8192  # layer output vectors sampled in the capture pass (the SAE's training data)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ that one is missing (it must then raise :class:`NotApplicable`). An undeclared
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from benchmark.core.errors import NotApplicable
 from benchmark.core.types import Column, Context, Split, Target
@@ -29,6 +29,12 @@ SITUATIONS: dict[str, str] = {
     "planted_truth": "the context holds the planted ground truth of the target channel",
     "synthetic_world": "the data are the synthetic world, whose generating factors are known",
     "surgery": "the split is a weight surgery (a rewritten model with a residual)",
+    "residual": "the split keeps a residual (surgery and dictionary splits)",
+}
+# situations that a SPLIT offers or not (the others are offered by the target and context)
+SPLIT_SITUATIONS: dict[str, Callable[[Split], bool]] = {
+    "surgery": lambda split: split.recomposition == "surgery",
+    "residual": lambda split: split.residual_fn is not None,
 }
 SCOPES = ("split", "detection")
 

@@ -10,7 +10,9 @@
 
 Recomposition identities (DESIGN.md): ``surgery``: orig = sum_i d_i - (k-1) * res
 (Hesse et al. 2025, k = 2: d1 + d2 - res); ``gating``: virtual_i = w_i(x) * orig with
-sum_i w_i = 1, so orig = sum_i virtual_i.
+sum_i w_i = 1, so orig = sum_i virtual_i; ``dictionary``: orig = sum_i v_i + res, where v_i
+sums the contributions of a group of dictionary atoms (SAE latents, NMF components) and res
+is what no group carries (reconstruction error, decoder bias, conv bias).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from benchmark.sources.datasets import ImageDataset
     from benchmark.storage.cache import Cache
 
-RECOMPOSITIONS = ("surgery", "gating")
+RECOMPOSITIONS = ("surgery", "gating", "dictionary")
+WITH_RESIDUAL = ("surgery", "dictionary")  # recompositions that need a residual_fn
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class Split:
 
     ``virtual_fn(images_nchw) -> (N, k, H, W)`` computes the virtual neurons through the
     model (it must be differentiable w.r.t. the images, for feature visualisation).
-    ``residual_fn(images) -> (N, H, W)`` exists for surgery methods only.
+    ``residual_fn(images) -> (N, H, W)`` exists for surgery and dictionary methods only.
     ``reference_ids[i]`` are indices into ``context.fit`` of virtual neuron i's references.
     ``model`` is a rewritten COPY of the model (surgery), with the same logits.
     ``directions`` (k, C_out) are unit concept vectors in the layer's channel space
@@ -93,8 +96,8 @@ class Split:
             raise ValueError(f"recomposition must be one of {RECOMPOSITIONS}, got {self.recomposition!r}")
         if self.k < 1:
             raise ValueError(f"a split needs k >= 1 virtual neurons, got {self.k}")
-        if self.recomposition == "surgery" and self.residual_fn is None:
-            raise ValueError("a surgery split needs a residual_fn")
+        if self.recomposition in WITH_RESIDUAL and self.residual_fn is None:
+            raise ValueError(f"a {self.recomposition} split needs a residual_fn")
         if self.reference_ids and len(self.reference_ids) != self.k:
             raise ValueError(f"reference_ids has {len(self.reference_ids)} groups for k={self.k}")
 
@@ -111,9 +114,11 @@ class Split:
     def recompose(self, virtual_nkhw: Tensor, residual_nhw: Tensor | None = None) -> Tensor:
         """The original channel (N, H, W) rebuilt from the virtual neurons."""
         total = virtual_nkhw.sum(dim=1)
-        if self.recomposition == "surgery":
-            assert residual_nhw is not None, "surgery recomposition needs the residual"
-            total = total - (self.k - 1) * residual_nhw
+        if self.recomposition in WITH_RESIDUAL:
+            assert residual_nhw is not None, f"{self.recomposition} recomposition needs the residual"
+            if self.recomposition == "surgery":
+                return total - (self.k - 1) * residual_nhw
+            return total + residual_nhw
         return total
 
 

@@ -2,7 +2,12 @@
 
 Per batch it runs one forward (and, when importance counters are requested, one backward
 from the true-class logits to the layer output only) and folds the results into running
-statistics (:class:`benchmark.engine.layer_stats.LayerStats`) without keeping per-image tensors. The
+statistics (:class:`benchmark.engine.layer_stats.LayerStats`) without keeping per-image tensors.
+With ``sample_vectors = n > 0`` the same pass keeps a seeded uniform sample of n of the layer's
+output vectors (one C-dim vector per image and spatial position; what the dictionary methods
+train on): every vector gets a key drawn from a generator seeded by (``sample_seed``, image
+index), and the n smallest keys are kept (bottom-n sampling, a reservoir whose content does
+not depend on the batch size, the batch order or how the data are sharded). The
 pass is cached by (model weights, layer, dataset, parameters, code version and a
 fingerprint of this module's code). NaN or inf in logits, activations or attributions stop
 the pass with an error naming the model, layer and images (:mod:`benchmark.core.finite`).
@@ -33,8 +38,12 @@ class CaptureSpec:
     tau: float | None = 0.03
     batch_size: int = 64
     autocast_bf16: bool = False  # GPU option: forward/backward in bfloat16 autocast
+    sample_vectors: int = 0  # layer output vectors kept in a seeded uniform sample (0 = none)
+    sample_seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.sample_vectors < 0:
+            raise ValueError(f"sample_vectors must be >= 0, got {self.sample_vectors}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.batch_size < 1:
@@ -53,10 +62,58 @@ def _merge_topk(values: Tensor, ids: Tensor, new_values: Tensor, new_ids: Tensor
     return all_values.gather(1, order), all_ids.gather(1, order)
 
 
+SAMPLE_KEY_STRIDE = 1 << 31  # generator seed of an image's keys: sample_seed * stride + image index
+
+
+def sample_keys(seed: int, image_id: int, positions: int) -> Tensor:
+    """(positions,) float64 keys of one image's vectors, in [0, 1): the same on every machine."""
+    g = torch.Generator().manual_seed(int(seed) * SAMPLE_KEY_STRIDE + int(image_id))
+    return torch.rand(positions, generator=g, dtype=torch.float64)
+
+
+class VectorSample:
+    """Bottom-n sample of (image, position) vectors by their keys (:func:`sample_keys`)."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = int(size), int(seed)
+        self.keys = torch.empty(0, dtype=torch.float64)
+        self.vectors: Tensor | None = None
+        self.ids = torch.empty(0, dtype=torch.long)
+        self.positions = torch.empty(0, dtype=torch.long)
+
+    def add(self, ids: Tensor, z_flat: Tensor) -> None:
+        """Offers the vectors ``z_flat`` (B, C, HW) of images ``ids`` (B,)."""
+        B, C, HW = z_flat.shape
+        keys = torch.cat([sample_keys(self.seed, int(i), HW) for i in ids.tolist()])
+        take = torch.arange(B * HW)
+        if self.keys.numel() >= self.size:  # full: only keys below the current largest can enter
+            take = take[keys < self.keys.max()]
+        if take.numel() == 0:
+            return
+        vectors = z_flat.detach().float().permute(0, 2, 1).reshape(B * HW, C)[take.to(z_flat.device)].cpu()
+        new_ids = ids.cpu().repeat_interleave(HW)[take]
+        new_pos = torch.arange(HW).repeat(B)[take]
+        all_keys = torch.cat([self.keys, keys[take]])
+        order = torch.argsort(all_keys, stable=True)[:self.size]
+        stack = vectors if self.vectors is None else torch.cat([self.vectors, vectors])
+        self.keys, self.vectors = all_keys[order], stack[order]
+        self.ids = torch.cat([self.ids, new_ids])[order]
+        self.positions = torch.cat([self.positions, new_pos])[order]
+
+    def result(self) -> dict[str, Tensor]:
+        """The sample ordered by (image, position): ``sample_vectors`` (n, C) float32,
+        ``sample_ids`` and ``sample_positions`` (n,) long."""
+        assert self.vectors is not None, "no vector was offered"
+        order = torch.argsort(self.ids * (1 << 32) + self.positions)
+        return dict(sample_vectors=self.vectors[order].contiguous(), sample_ids=self.ids[order].contiguous(),
+                    sample_positions=self.positions[order].contiguous())
+
+
 class _Accumulator:
     def __init__(self, num_classes: int, spec: CaptureSpec):
         self.spec, self.T = spec, num_classes
         self.ready = False
+        self.sample = VectorSample(spec.sample_vectors, spec.sample_seed) if spec.sample_vectors else None
 
     def _init(self, c_in: int, c_out: int, device: torch.device) -> None:
         # every accumulator lives on the compute device: no host-device sync per batch
@@ -77,6 +134,8 @@ class _Accumulator:
             self._init(x_sum.shape[1], z.shape[1], z.device)
         labels, ids = labels.to(z.device), ids.to(z.device)
         z_flat = z.detach().flatten(2).float()
+        if self.sample is not None:
+            self.sample.add(ids, z_flat)
         self.counts += torch.bincount(labels, minlength=self.T)
         self.input_sum.index_add_(0, labels, x_sum.double())
         self.output_sum.index_add_(0, labels, z_flat.sum(-1).double())
@@ -95,6 +154,8 @@ class _Accumulator:
         if self.spec.tau is not None:
             extra = dict(importance_counts=self.importance.cpu(), attribution_sum=self.attribution.cpu(),
                          tau=self.spec.tau)
+        if self.sample is not None:
+            extra.update(self.sample.result())
         return LayerStats(
             class_counts=self.counts.cpu(), input_sum=self.input_sum.cpu(), output_sum=self.output_sum.cpu(),
             top_max_values=self.top["max"][0].cpu(), top_max_ids=self.top["max"][1].cpu(),

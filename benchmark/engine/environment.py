@@ -84,7 +84,8 @@ class Environment:
         key = (layer, id(model))
         if key not in self._contexts:
             spec = CaptureSpec(layer, top_k=self.config.capture.top_k, tau=self.config.capture.tau,
-                               batch_size=self.config.batch_size)
+                               batch_size=self.config.batch_size,
+                               sample_vectors=self.config.capture.sample_vectors, sample_seed=self.seeds.method)
             stats = cached_capture(model, self.fit, spec, cache=self.cache, device=self.device,
                                    num_workers=self.config.num_workers, progress=self.progress,
                                    model_name=self.config.model.name)

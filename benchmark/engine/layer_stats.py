@@ -12,6 +12,9 @@ flat tensors. Definitions (x = layer input, z = layer output, both spatially sum
   i.e. A_c(n) >= tau * sum_c' max(A_c'(n), 0) with A_c(n) = sum_hw z_c * d y_t / d z_c
   (Input x Gradient w.r.t. the true-class logit; Hesse et al. 2025, step 1).
 * ``attribution_sum[t, c]``: sum of A_c(n) over images of class t.
+* ``sample_vectors`` (n, C_out): a seeded uniform sample of the layer's output vectors (one per
+  image and spatial position), with their ``sample_ids`` (dataset indices) and
+  ``sample_positions`` (flat h * W + w); present when the capture asked for one.
 """
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ class LayerStats:
     importance_counts: Tensor | None = None  # (T, C_out) long
     attribution_sum: Tensor | None = None  # (T, C_out) float64
     tau: float | None = None
+    sample_vectors: Tensor | None = None  # (n, C_out) float32
+    sample_ids: Tensor | None = None  # (n,) long
+    sample_positions: Tensor | None = None  # (n,) long
 
     @property
     def num_classes(self) -> int:

@@ -27,7 +27,8 @@ def check_ranges(config: RunConfig) -> None:
     t = config.tracks
     rules = [("batch_size", config.batch_size, 1), ("num_workers", config.num_workers, 0),
              ("data.fit_limit", config.data.fit_limit, 0), ("data.heldout_limit", config.data.heldout_limit, 0),
-             ("capture.top_k", config.capture.top_k, 1), ("tracks.pairs.max_pairs", t.pairs.max_pairs, 0), ("tracks.layer.num_channels", t.layer.num_channels, 0),
+             ("capture.top_k", config.capture.top_k, 1),
+             ("capture.sample_vectors", config.capture.sample_vectors, 0), ("tracks.pairs.max_pairs", t.pairs.max_pairs, 0), ("tracks.layer.num_channels", t.layer.num_channels, 0),
              ("tracks.detection.max_pairs", t.detection.max_pairs, 0)]
     for key, value, least in rules:
         if value < least:

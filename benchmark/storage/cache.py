@@ -50,6 +50,7 @@ KINDS: dict[str, str] = {
     "pure_crop_boxes": "PURE crop boxes of a channel's shared reference pool (embedding separation)",
     "fvis_embeddings": "embedded feature visualisations of one run unit's virtual neurons",
     "fvis_images": "feature visualisations of the fvis_grid figure (per run unit, or per channel)",
+    "sae_dictionaries": "sparse autoencoders trained on a layer's sampled output vectors (method sae)",
 }
 # The modules that compute an entry of a kind. The key holds the fingerprint of these modules
 # AND of every module they import, directly or not (benchmark.storage.fingerprints reads the
@@ -59,6 +60,7 @@ KIND_CODE: dict[str, tuple[str, ...]] = {
     "capture": ("benchmark.engine.capture", "benchmark.engine.layer_stats"),
     "pure_attributions": ("benchmark.engine.attribution", "benchmark.engine.attribution_backends", "methods.pure"),
     "functional_planting": ("benchmark.planting.functional",),
+    "sae_dictionaries": ("methods.sae",),
     "pure_crop_boxes": ("benchmark.engine.crops", "benchmark.engine.attribution_backends", "metrics._crop_boxes"),
     "fvis_embeddings": ("benchmark.engine.fvis._common", "benchmark.engine.fvis._objectives", "benchmark.engine.fvis.maco",
                         "metrics.embedding_separation"),

@@ -25,7 +25,7 @@ from tests.fakes import CONTRACT_LAYER as LAYER
 from tests.fakes import build_plugin, contract_world, lacking
 
 MUST_RUN = ("arv_surgery", "pure", "activation_clustering", "activation_kmeans", "identity",
-            "random_split", "oracle", "duplicate", "class_gate", "nuisance_split")
+            "random_split", "oracle", "duplicate", "class_gate", "nuisance_split", "sae", "nmf")
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 NAMES = METHODS.names()
 
@@ -137,6 +137,10 @@ def test_recomposition_identity(name):
         assert res is not None and res.shape == orig.shape
         # written plainly: orig = sum_i d_i - (k - 1) * res
         torch.testing.assert_close(acts.sum(1) - (split.k - 1) * res, orig, atol=1e-5, rtol=0)
+    elif split.recomposition == "dictionary":
+        assert res is not None and res.shape == orig.shape
+        # written plainly: orig = sum_i v_i + res
+        torch.testing.assert_close(acts.sum(1) + res, orig, atol=1e-5, rtol=0)
     else:
         torch.testing.assert_close(acts.sum(1), orig, atol=1e-5, rtol=0)
     torch.testing.assert_close(split.recompose(acts, res), orig, atol=1e-5, rtol=0)
@@ -181,8 +185,8 @@ def test_virtual_neurons_are_differentiable_wrt_images(name):
 def test_rewritten_model_has_the_original_logits(name):
     ctx, _ = planted_world()
     split = fitted(name)
-    if split.recomposition == "gating":  # a gating split leaves the network as it is
-        assert split.model is None, f"{name}: a gating split returns no rewritten model"
+    if split.recomposition != "surgery":  # gating and dictionary splits leave the network as it is
+        assert split.model is None, f"{name}: a {split.recomposition} split returns no rewritten model"
         return
     assert split.model is not None, f"{name}: a surgery split must return its rewritten model copy"
     x = ctx.heldout.images(range(len(ctx.heldout)))

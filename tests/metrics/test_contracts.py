@@ -4,7 +4,8 @@ and, for split metrics, every registered method on the contract world of tests/f
 Each metric subclasses the Metric interface as a frozen, hashable dataclass with defaults for
 all fields, declares its columns and scope, and returns finite floats for every declared
 column, inside the declared bounds. Where every situation it requires is offered (the
-contract world offers all of them; "surgery" holds for surgery splits only) it must apply;
+contract world offers all of them; "surgery" holds for surgery splits only, "residual" for
+splits with a residual) it must apply;
 where one is missing it must say NotApplicable. No test here skips. Embedding separation
 runs with a transparent fake embedder (no judge network here).
 """
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 import metrics.embedding_separation as es
-from benchmark.core.plugins import SITUATIONS, Metric
+from benchmark.core.plugins import SITUATIONS, SPLIT_SITUATIONS, Metric
 from benchmark.core.registry import METHODS, METRICS
 from benchmark.core.types import Column, NotApplicable
 from tests.fakes import build_plugin, contract_world, lacking
@@ -40,7 +41,7 @@ def fitted(method_name: str, situation: str | None = None):
 
 def offered(metric_cls, split) -> bool:
     """Whether every situation the metric requires holds for this split on the full world."""
-    return all(s != "surgery" or split.recomposition == "surgery" for s in metric_cls.requires)
+    return all(s not in SPLIT_SITUATIONS or SPLIT_SITUATIONS[s](split) for s in metric_cls.requires)
 
 
 @pytest.mark.parametrize("name", METRICS.names())
@@ -106,7 +107,7 @@ def test_split_metric_on_every_method(metric_name, method_name, monkeypatch):
     check_columns(metric, out)
 
 
-REQUIRED = [(n, s) for n in SPLIT_METRICS for s in sorted(METRICS.get(n).requires) if s != "surgery"]
+REQUIRED = [(n, s) for n in SPLIT_METRICS for s in sorted(METRICS.get(n).requires) if s not in SPLIT_SITUATIONS]
 
 
 @pytest.mark.parametrize(("metric_name", "situation"), REQUIRED)
