@@ -7,7 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup wordnet photos run test bench clean-venv
+TEX_PACKAGES := texlive-latex-base texlive-latex-recommended poppler-utils
+
+.PHONY: setup wordnet photos tex run test bench clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,10 +26,16 @@ photos: $(STAMP)
 
 setup: $(STAMP) wordnet photos
 
+# pdflatex and pdftoppm for the test that compiles the LaTeX leaderboard (Debian packages)
+tex:
+	@command -v pdflatex >/dev/null 2>&1 && command -v pdftoppm >/dev/null 2>&1 || \
+	  apt-get install -y -q --no-install-recommends $(TEX_PACKAGES) >/dev/null || \
+	  (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(TEX_PACKAGES) >/dev/null)
+
 run: setup
 	$(VENV)/bin/polysemy run $(ARGS)
 
-test: setup
+test: setup tex
 	$(VENV)/bin/pytest -q $(ARGS)
 
 bench: setup

@@ -214,9 +214,11 @@ def _table(args: argparse.Namespace) -> int:
             raise MissingFileError(f"{d} holds no results.csv (is it a run folder?)")
     df = load_results(args.run_dirs)
     if args.output:
+        from benchmark.reporting.headline import evidence, headline_sections
         from benchmark.reporting.statistical_report import write_report
 
-        write_leaderboards(df, Path(args.output), uncertainty=args.uncertainty)
+        spec, _meta, _calib = evidence(df)
+        write_leaderboards(df, Path(args.output), uncertainty=args.uncertainty, preface=headline_sections(df, spec))
         write_report(df, Path(args.output))
         print(f"wrote leaderboards and the statistical report to {args.output}")
         return 0

@@ -36,6 +36,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from benchmark.engine.layers import layer_activations
+from benchmark.engine.memo import ImageMemo
+
 RHO_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05, 0.10, ..., 1.00
 EPS = 1e-5
 SHARED = -1
@@ -254,8 +257,6 @@ def tune_rho_by_forward(model: nn.Module, layer: str, channel: int, arvs_kc: Ten
     """The authors' procedure, kept as the reference: for every rho, rewrite the model and run
     ``images[i]`` (concept i's images) through it to read d_1..d_k. Same result as
     :func:`tune_rho` (up to float rounding), one network forward per rho and batch."""
-    from benchmark.engine.layers import layer_activations
-
     k = arvs_kc.shape[0]
     scores: dict[float, float] = {}
     with torch.no_grad():
@@ -268,3 +269,19 @@ def tune_rho_by_forward(model: nn.Module, layer: str, channel: int, arvs_kc: Ten
             scores[float(rho)] = rho_objective(masses)
     best = max(scores, key=lambda rho: scores[rho])
     return best, scores
+
+
+def surgery_fns(model: nn.Module, layer: str, module: DisentangledConv):
+    """virtual and residual functions sharing ONE forward of the rewritten layer per image
+    (:class:`benchmark.engine.memo.ImageMemo`: the metrics ask for both on the same images)."""
+    slots, path = module.virtual_slots() + [module.out_channels + module.k - 1], f"{layer}.expanded"
+    k = module.k
+    both = ImageMemo(lambda images: layer_activations(model, path, images)[:, slots])
+
+    def virtual(images: Tensor) -> Tensor:
+        return both(images)[:, :k]
+
+    def residual(images: Tensor) -> Tensor:
+        return both(images)[:, k]
+
+    return virtual, residual

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -141,6 +142,9 @@ class ActivationClustering(Method):
     Calibrates: how far the unsupervised structure of whole-layer activations of a
     channel's top images goes in separating its concepts, with k chosen by a threshold.
     """
+
+    role: ClassVar[str] = "method"
+    citation: ClassVar[str] = "O'Mahony et al. 2023"
 
     n_ref: int = 100
     threshold: float | None = None

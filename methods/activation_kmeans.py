@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ class ActivationKMeans(Method):
     Calibrates: what plain activation-space clustering of a channel's top images achieves,
     the baseline PURE's attribution (circuit) clustering is claimed to beat.
     """
+
+    role: ClassVar[str] = "generic"
+    citation: ClassVar[str] = "Dreyer et al. 2024, baseline"
 
     k: int = 2
     n_ref: int = 100

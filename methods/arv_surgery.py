@@ -30,9 +30,8 @@ from benchmark.core.plugins import Method
 from benchmark.core.registry import METHODS
 from benchmark.core.types import Context, NotApplicable, Split, Target
 from benchmark.engine.layers import check_channel, get_layer, layer_activations
-from benchmark.engine.memo import ImageMemo
 from benchmark.engine.relevance import arv_cosine, concept_arvs
-from methods._surgery import RHO_GRID, SHARED, DisentangledConv, GridEvaluator, disentangle_model
+from methods._surgery import RHO_GRID, SHARED, DisentangledConv, GridEvaluator, disentangle_model, surgery_fns
 
 NAME = "arv_surgery"
 
@@ -51,6 +50,9 @@ class ARVSurgery(Method):
         max_tune_images: fit images per concept used to tune rho (None: all).
         num_references: reference images per virtual neuron (None: the stats' top_k).
     """
+
+    role: ClassVar[str] = "method"
+    citation: ClassVar[str] = "Hesse et al. 2025"
 
     requires: ClassVar[frozenset[str]] = frozenset({"concepts"})  # does not apply without it
 
@@ -111,7 +113,7 @@ class ARVSurgery(Method):
         model = disentangle_model(context.model, target.layer, target.channel, owner, k)
         module = model.get_submodule(target.layer)
         assert isinstance(module, DisentangledConv)
-        virtual_fn, residual_fn = _split_fns(model, target.layer, module)
+        virtual_fn, residual_fn = surgery_fns(model, target.layer, module)
         info.update(
             rho=rho, shared=int((owner == SHARED).sum()),
             sizes=tuple(int((owner == i).sum()) for i in range(k)),
@@ -149,22 +151,6 @@ def _references(peaks: Tensor, ids: list[int], n_ref: int) -> tuple[int, ...]:
     their virtual neuron (``peaks``, aligned with ``ids``), ties to the smaller index."""
     order = torch.argsort(-peaks, stable=True)[:n_ref]
     return tuple(ids[j] for j in order.tolist())
-
-
-def _split_fns(model: nn.Module, layer: str, module: DisentangledConv):
-    """virtual and residual functions sharing ONE forward of the rewritten layer per image
-    (:class:`benchmark.engine.memo.ImageMemo`: the metrics ask for both on the same images)."""
-    slots, path = module.virtual_slots() + [module.out_channels + module.k - 1], f"{layer}.expanded"
-    k = module.k
-    both = ImageMemo(lambda images: layer_activations(model, path, images)[:, slots])
-
-    def virtual(images: Tensor) -> Tensor:
-        return both(images)[:, :k]
-
-    def residual(images: Tensor) -> Tensor:
-        return both(images)[:, k]
-
-    return virtual, residual
 
 
 def _as_concept(concept) -> tuple[int, ...]:

@@ -46,6 +46,8 @@ class ClassGate(Method):
     Calibrates: what the concept labels alone buy; a method should beat it.
     """
 
+    role: ClassVar[str] = "label_floor"
+
     requires: ClassVar[frozenset[str]] = frozenset({"concepts"})  # does not apply without it
 
     n_ref: int = 100

@@ -14,6 +14,7 @@ DESIGN.md ("Calibration").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -32,6 +33,8 @@ class Duplicate(Method):
 
     Calibrates: a separation metric must score it as 'no separation'.
     """
+
+    role: ClassVar[str] = "no_op"
 
     k: int = 2
     n_ref: int = 100

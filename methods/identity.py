@@ -7,6 +7,7 @@ of the fidelity metrics (its recomposition and output fidelity are exact by cons
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -26,6 +27,8 @@ class Identity(Method):
     Calibrates: the 'no disentanglement' floor of separation metrics and the exact
     ceiling of fidelity metrics.
     """
+
+    role: ClassVar[str] = "no_op"
 
     n_ref: int = 100
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -72,6 +73,9 @@ class ContributionNMF(Method):
     ``tol`` 1e-6 let scikit-learn's coordinate descent converge on 100 x C_in matrices;
     ``seed`` of the NNDSVDa initialisation's random fill.
     """
+
+    role: ClassVar[str] = "generic"
+    citation: ClassVar[str] = "Fel et al. 2023"
 
     k: int = 2
     n_ref: int = 100

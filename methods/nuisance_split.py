@@ -67,6 +67,8 @@ class NuisanceSplit(Method):
     Calibrates: a split by a nuisance factor must score as 'no separation'.
     """
 
+    role: ClassVar[str] = "no_op"
+
     requires: ClassVar[frozenset[str]] = frozenset({"synthetic_world"})  # does not apply without it
 
     n_ref: int = 100

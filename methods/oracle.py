@@ -5,7 +5,10 @@ applied to the layer input), so the virtual neurons sum to the planted channel e
 (gating recomposition: orig = sum_i virtual_i). Reference ids: the channel's top ``n_ref``
 fit images by max activation, each given to the part with the larger positive spatial sum on it.
 
-It calibrates the ceiling of the planted track: no method can recover the parts better.
+It calibrates the ceiling of the planted track: no method can recover the parts better. It is
+also the dictionary family's ceiling: soft input masks ``m_qj = W_q[j] / W[j]`` (what an NMF of
+the contributions could find) or one dictionary atom per part reproduce the parts exactly;
+``ceiling_gating`` and ``ceiling_surgery`` are the ceilings of the other two families.
 It does not apply to channels without planted ground truth.
 """
 from __future__ import annotations
@@ -40,6 +43,8 @@ class Oracle(Method):
 
     Calibrates: the best achievable recovery of planted parts (the planted track's ceiling).
     """
+
+    role: ClassVar[str] = "ceiling"
 
     requires: ClassVar[frozenset[str]] = frozenset({"planted_truth"})  # does not apply without it
 

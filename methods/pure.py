@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -107,6 +108,9 @@ class Pure(Method):
     ``backend`` of :mod:`benchmark.engine.attribution`; ``normalize`` (L1); k-means ``n_init`` and
     ``seed``; ``n_concept`` images per concept for :meth:`polysemanticity`.
     """
+
+    role: ClassVar[str] = "method"
+    citation: ClassVar[str] = "Dreyer et al. 2024"
 
     k: int | None = 2
     k_range: tuple[int, ...] = (2, 3, 4, 5)

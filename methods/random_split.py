@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -40,6 +41,8 @@ class RandomSplit(Method):
 
     Calibrates: the chance level of every separation metric.
     """
+
+    role: ClassVar[str] = "no_op"
 
     k: int = 2
     n_ref: int = 100

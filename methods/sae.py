@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -132,6 +133,9 @@ class SparseAutoencoder(Method):
     silhouette over ``k_range``; ``n_ref`` 100
     references as PURE; ``seed`` of the SAE's init, batches and the k-means.
     """
+
+    role: ClassVar[str] = "generic"
+    citation: ClassVar[str] = "Gao et al. 2024"
 
     expansion: int = 4
     topk: int = 16

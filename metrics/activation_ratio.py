@@ -53,7 +53,7 @@ keeps an image. Extra keys per concept i: ``own_c{i}``, ``cross_c{i}``, ``distan
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -85,6 +85,8 @@ class ActivationRatio(Metric):
         Column("own_dictionary", None, optional=True),
         Column("cross_dictionary", False, optional=True),
     )
+    titles: ClassVar[Mapping[str, str]] = {"distance": "Activation-ratio distance",
+                                           "distance_pooled": "Activation-ratio distance (pooled)"}
     scope: ClassVar[str] = "split"
     label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.evaluation.meta_evaluation
     calibrated_columns: ClassVar[tuple[str, ...]] = ()

@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -144,6 +144,8 @@ class EmbeddingSeparation(Metric):
         Column("separation_factors", True, optional=True),
         Column("separation_fvis", True, optional=True),
     )
+    titles: ClassVar[Mapping[str, str]] = {"separation": "Crop separation", "separation_factors": "Factor separation",
+                                           "separation_fvis": "FVis separation"}
     scope: ClassVar[str] = "split"
     label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.evaluation.meta_evaluation
     # ``separation`` embeds with an embedder that also sees nuisances (colour): a nuisance

@@ -102,6 +102,8 @@ class FactorGamma(Metric):
     seed: int = 0
 
     columns: ClassVar[tuple[Column, ...]] = DETECTION_COLUMNS
+    titles: ClassVar[Mapping[str, str]] = {"auroc": "Factor AUROC", "auprc": "Factor AUPRC", "f1": "Factor F1",
+                                           "precision": "Factor precision", "recall": "Factor recall"}
     scope: ClassVar[str] = "detection"
 
     def __post_init__(self) -> None:

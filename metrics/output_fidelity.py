@@ -17,7 +17,7 @@ agreement of an argmax over NaN is meaningless.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import torch
 
@@ -39,6 +39,7 @@ class OutputFidelity(Metric):
         Column("max_abs_logit_diff", False, (0.0, None)),
         Column("top1_agreement", True, (0.0, 1.0)),
     )
+    titles: ClassVar[Mapping[str, str]] = {"max_abs_logit_diff": "Max logit change", "top1_agreement": "Top-1 agreement"}
     scope: ClassVar[str] = "split"
     calibrated_columns: ClassVar[tuple[str, ...]] = ()
     not_calibrated: ClassVar[str] = "fidelity, not separation: every trivial split is exact by construction"

@@ -40,7 +40,7 @@ separation score), ``r2_split_p{q}``, ``r2_channel_p{q}``, ``corr_v{j}_p{q}``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -143,6 +143,9 @@ class PlantedRecovery(Metric):
     # columns that claim to measure disentanglement (tests/metrics/test_metric_sanity.py checks them)
     calibrated_columns: ClassVar[tuple[str, ...]] = ("recovery", "ari")
     truth_column: ClassVar[str] = "recovery"  # the yardstick of benchmark.evaluation.meta_evaluation
+    questions: ClassVar[Mapping[str, str]] = {"assignment": "ari", "decomposition": "recovery"}
+    titles: ClassVar[Mapping[str, str]] = {"ari": "Assignment ARI", "recovery": "Decomposition recovery",
+                                           "correlation": "Matched correlation"}
 
     def __post_init__(self) -> None:
         if self.pool_size < 2:

@@ -23,7 +23,7 @@ ratio res/o is its get_results.py quantity.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -48,6 +48,8 @@ class ResidualEnergy(Metric):
         Column("residual_median", False, (0.0, None)),
         Column("energy", False, (0.0, None)),
     )
+    titles: ClassVar[Mapping[str, str]] = {"residual_ratio": "Residual ratio", "residual_median": "Residual (median)",
+                                           "energy": "Residual energy"}
     scope: ClassVar[str] = "split"
     label_free: ClassVar[bool] = True  # needs no planted truth: ranked by benchmark.evaluation.meta_evaluation
     calibrated_columns: ClassVar[tuple[str, ...]] = ()

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -76,6 +76,8 @@ class WordNetGamma(Metric):
     seed: int = 0
 
     columns: ClassVar[tuple[Column, ...]] = DETECTION_COLUMNS
+    titles: ClassVar[Mapping[str, str]] = {"auroc": "WordNet AUROC", "auprc": "WordNet AUPRC", "f1": "WordNet F1",
+                                           "precision": "WordNet precision", "recall": "WordNet recall"}
     scope: ClassVar[str] = "detection"
 
     def __post_init__(self) -> None:

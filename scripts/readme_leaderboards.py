@@ -1,8 +1,9 @@
 """Copy the committed leaderboards into README.md (maintainer tool; run after regenerating results/).
 
 Each block ``<!-- leaderboard:PATH[#track] -->`` ... ``<!-- /leaderboard -->`` of the README
-is replaced by the leaderboard file PATH (headings one level down), or by one track's
-section of it, so the numbers in the README are those of the committed runs:
+is replaced by the leaderboard file PATH (headings one level down), by one track's section
+of it, or (``#headline``) by its verdicts and headline tables, so the numbers in the README
+are those of the committed runs:
 
     polysemy run --output results --overwrite
     polysemy run real --output results/real --overwrite
@@ -22,6 +23,9 @@ def section(text: str, track: str | None) -> str:
     body = text.split("\n", 1)[1].strip() if text.startswith("# ") else text.strip()  # drop the title
     if track is None:
         return re.sub(r"^## ", "### ", body, flags=re.M)
+    if track == "headline":  # the verdicts and headline tables, without the appendix
+        head = body.split("## Appendix", 1)[0].strip()
+        return re.sub(r"^(#{2,3}) ", lambda m: "#" + m.group(1) + " ", head, flags=re.M)
     parts = re.split(r"^## Track: ", body, flags=re.M)
     for part in parts[1:]:
         name, rest = part.split("\n", 1)

@@ -15,7 +15,7 @@ that one is missing (it must then raise :class:`NotApplicable`). An undeclared
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 from benchmark.core.errors import NotApplicable
 from benchmark.core.types import Column, Context, Split, Target
@@ -37,6 +37,19 @@ SPLIT_SITUATIONS: dict[str, Callable[[Split], bool]] = {
     "residual": lambda split: split.residual_fn is not None,
 }
 SCOPES = ("split", "detection")
+# What a method is FOR in the verdicts (benchmark.reporting.headline): ``method`` a published or
+# proposed splitting method (the competitors), ``generic`` a generic tool of the field
+# (dictionary learning, plain k-means), ``label_floor`` the cheap honest baseline a method must
+# beat (a gate by the network's own concept decision), ``no_op`` a split that does nothing
+# useful (copies, random or nuisance gates: a metric they do well on measures something else),
+# ``ceiling`` a split built from the planted truth (the best a family could do).
+ROLES: dict[str, str] = {
+    "method": "a published or proposed splitting method",
+    "generic": "a generic tool of the field (dictionary learning, plain clustering)",
+    "label_floor": "the label floor: a gate by the network's own concept decision",
+    "no_op": "a split that does nothing useful (copies, random or nuisance gates)",
+    "ceiling": "a split built from the planted truth: the best its family could reach",
+}
 
 
 def _check_situations(owner: type, requires: frozenset[str]) -> None:
@@ -55,6 +68,8 @@ class Method:
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()  # situations it needs (see SITUATIONS)
+    role: ClassVar[str] = "method"  # see ROLES
+    citation: ClassVar[str] = ""  # short citation key shown with the name in headline tables
 
     def fit(self, context: Context, target: Target) -> Split:
         """The method's split of ``target`` (raise NotApplicable where it does not apply)."""
@@ -84,6 +99,8 @@ class Method:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _check_situations(cls, cls.requires)
+        if cls.role not in ROLES:
+            raise TypeError(f"{cls.__name__}.role must be one of {', '.join(ROLES)}, got {cls.role!r}")
 
 
 class Metric:
@@ -104,6 +121,10 @@ class Metric:
     # whether this metric needs no planted truth (then it is ranked against that truth)
     truth_column: ClassVar[str | None] = None
     label_free: ClassVar[bool] = False
+    # the questions a truth metric answers, question -> column (e.g. assignment -> ari), and
+    # human titles of columns for headline tables (column -> "Assignment ARI")
+    questions: ClassVar[Mapping[str, str]] = {}
+    titles: ClassVar[Mapping[str, str]] = {}
     requires: ClassVar[frozenset[str]] = frozenset()  # situations it needs (see SITUATIONS)
 
     @property

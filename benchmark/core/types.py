@@ -125,13 +125,16 @@ class Split:
 @dataclass(frozen=True)
 class PlantedTruth:
     """Ground truth of a planted polysemantic channel: ``parts_fn(images) -> (N, 2, H, W)``
-    with planted channel == parts.sum(1); ``classes[i]`` are the classes part i serves."""
+    with planted channel == parts.sum(1); ``classes[i]`` are the classes part i serves;
+    ``part_filters`` (2, C_in, kh, kw) are the two original filters whose sum was planted
+    (None where the planting does not know them)."""
 
     layer: str
     channel: int
     source_channels: tuple[int, int]
     classes: tuple[tuple[int, ...], tuple[int, ...]]
     parts_fn: Callable[[Tensor], Tensor]
+    part_filters: Tensor | None = None
 
 
 @dataclass(frozen=True)

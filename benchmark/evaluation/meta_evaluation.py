@@ -48,6 +48,21 @@ def declared() -> tuple[tuple[str, str], tuple[str, ...]]:
     return (truths[0] if truths else TRUTH), label_free
 
 
+def truth_questions() -> dict[str, tuple[str, str]]:
+    """question -> (metric, column) of every truth question the metrics declare (``questions``;
+    e.g. assignment -> planted_recovery/ari); the ``truth_column`` alone where none is declared."""
+    from benchmark.core.registry import METRICS
+
+    out: dict[str, tuple[str, str]] = {}
+    for name in METRICS.names():
+        cls = METRICS.get(name)
+        for question, column in cls.questions.items():
+            out.setdefault(question, (name, column))
+    if not out:
+        out["truth"] = declared()[0]
+    return out
+
+
 def _signed(frame: pd.DataFrame) -> float | None:
     """+1 higher is better, -1 lower is better, None: the column has no direction."""
     return {"true": 1.0, "false": -1.0}.get(str(frame["higher_is_better"].iloc[0]).strip().lower())
@@ -98,7 +113,8 @@ def rank_agreement(metric: np.ndarray, truth: np.ndarray, bootstrap: int = 1000,
 
 def meta_evaluation(results: pd.DataFrame, bootstrap: int = 1000, seed: int = 0,
                     label_free: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(agreement table with :data:`COLUMNS`, calibration table) from a tidy results frame."""
+    """(agreement table with :data:`COLUMNS`, one row per label-free column and truth question,
+    calibration table) from a tidy results frame."""
     truth_key, registered = declared()
     label_free = registered if label_free is None else label_free
     ok = results[(results["track"] == "planted") & (results["status"] == "ok") & results["main"].astype(bool)]
@@ -106,47 +122,67 @@ def meta_evaluation(results: pd.DataFrame, bootstrap: int = 1000, seed: int = 0,
     keys = [k for k in ("method", "method_params", "model", "model_seed", "layer", "target") if k in ok.columns]
     truth = ok[(ok["metric"] == truth_key[0]) & (ok["column"] == truth_key[1])].set_index(keys)["value"]
     rows = []
-    for (metric, column), frame in ok.groupby(["metric", "column"], sort=True):
-        if not any(str(metric) == n or str(metric).startswith(n + "[") for n in label_free):
-            continue
-        sign = _signed(frame)
-        if sign is None:  # e.g. a raw own ratio: its ideal is 1, not an end of the scale
-            continue
-        joined = frame.set_index(keys)["value"].to_frame("metric").join(truth.rename("truth"), how="inner").dropna()
-        agreement = rank_agreement(sign * joined["metric"].to_numpy(), joined["truth"].to_numpy(), bootstrap, seed)
-        rows.append({"metric": metric, "column": column, "direction": "higher" if sign > 0 else "lower",
-                     "truth": "/".join(truth_key), **agreement})
+    for question, (t_metric, t_column) in truth_questions().items():
+        answer = ok[(ok["metric"] == t_metric) & (ok["column"] == t_column)].set_index(keys)["value"]
+        for (metric, column), frame in ok.groupby(["metric", "column"], sort=True):
+            if not any(str(metric) == n or str(metric).startswith(n + "[") for n in label_free):
+                continue
+            sign = _signed(frame)
+            if sign is None:  # e.g. a raw own ratio: its ideal is 1, not an end of the scale
+                continue
+            joined = frame.set_index(keys)["value"].to_frame("metric").join(answer.rename("truth"), how="inner").dropna()
+            agreement = rank_agreement(sign * joined["metric"].to_numpy(), joined["truth"].to_numpy(), bootstrap, seed)
+            rows.append({"metric": metric, "column": column, "direction": "higher" if sign > 0 else "lower",
+                         "truth": f"{question} ({t_metric}/{t_column})", **agreement})
     table = pd.DataFrame(rows, columns=COLUMNS)
     calib = (truth.reset_index().groupby("method")["value"].agg(["mean", "min", "max", "count"])
              .reindex([m for m in CALIBRATION_METHODS if m in set(truth.reset_index()["method"])]).reset_index())
     return table, calib
 
 
-def to_markdown(table: pd.DataFrame, calib: pd.DataFrame) -> str:
-    """A small Markdown rendering (rho/tau with their 95% CIs)."""
-    truth = table["truth"].iloc[0] if len(table) else "/".join(declared()[0])
-    lines = [f"Rank agreement with planted truth ({truth}) across (method, target) of the planted "
-             "track; signed so that +1 = same order as the truth; 95% bootstrap CIs.", "",
-             "| metric | column | n | Spearman [95% CI] | Kendall [95% CI] |", "|---|---|---|---|---|"]
+def to_markdown(table: pd.DataFrame, calib: pd.DataFrame, eligibility: pd.DataFrame | None = None) -> str:
+    """A small Markdown rendering (rho/tau with their 95% CIs; the headline eligibility)."""
+    lines = ["Rank agreement with the planted truth of each question across (method, target) of the "
+             "planted track; signed so that +1 = same order as the truth; 95% bootstrap CIs.", "",
+             "| metric | column | truth | n | Spearman [95% CI] | Kendall [95% CI] |", "|---|---|---|---|---|---|"]
     def cell(v: float, lo: float, hi: float) -> str:  # "—": fewer than 3 rows or a constant side
         return "—" if not np.isfinite(v) else f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
 
     for r in table.itertuples():
-        lines.append(f"| {r.metric} | {r.column} | {int(r.n)} | {cell(r.spearman, r.spearman_lo, r.spearman_hi)} "
-                     f"| {cell(r.kendall, r.kendall_lo, r.kendall_hi)} |")
+        lines.append(f"| {r.metric} | {r.column} | {r.truth} | {int(r.n)} | "
+                     f"{cell(r.spearman, r.spearman_lo, r.spearman_hi)} | {cell(r.kendall, r.kendall_lo, r.kendall_hi)} |")
+    if eligibility is not None and len(eligibility):
+        lines += ["", "Headline eligibility (benchmark.evaluation.eligibility): (a) no no-op split reaches the "
+                  "median method; (b) Spearman CI above 0 against every truth question.", "",
+                  "| track | metric | column | (a) | (b) | headline | evidence |", "|---|---|---|---|---|---|---|"]
+        yes = {True: "yes", False: "**no**"}
+        for r in eligibility.itertuples():
+            lines.append(f"| {r.track} | {r.metric} | {r.column} | {yes[bool(r.rule_a)]} | {yes[bool(r.rule_b)]} | "
+                         f"{'yes' if r.eligible else 'appendix'} | {r.evidence} |")
     lines += ["", "Calibration of the truth (mean recovery per trivial split; oracle should be 1, copies 0):", ""]
     lines += [f"- {r.method}: {r.mean:.3f} (min {r.min:.3f}, max {r.max:.3f}, {int(r.count)} targets)"
               for r in calib.itertuples()]
     return "\n".join(lines) + "\n"
 
 
-def write_meta_evaluation(results: pd.DataFrame, out_dir: str | Path, bootstrap: int = 1000, seed: int = 0) -> Path | None:
-    """Write the tables into ``out_dir``; None (nothing written) without planted truth rows."""
-    if not ((results["track"] == "planted") & (results["metric"] == declared()[0][0])).any():
+def has_truth(results: pd.DataFrame) -> bool:
+    """Whether the results hold planted-truth rows to meta-evaluate against."""
+    return bool(((results["track"] == "planted") & (results["metric"] == declared()[0][0])).any())
+
+
+def write_meta_evaluation(results: pd.DataFrame, out_dir: str | Path, bootstrap: int = 1000, seed: int = 0,
+                          table: pd.DataFrame | None = None, calib: pd.DataFrame | None = None,
+                          eligibility: pd.DataFrame | None = None) -> Path | None:
+    """Write the tables into ``out_dir`` (computing them unless given); None (nothing written)
+    without planted truth rows."""
+    if not has_truth(results):
         return None
-    table, calib = meta_evaluation(results, bootstrap, seed)
+    if table is None or calib is None:
+        table, calib = meta_evaluation(results, bootstrap, seed)
     out = Path(out_dir)
     atomic_write(out / "meta_evaluation.csv", lambda p: table.to_csv(p, index=False))
     atomic_write(out / "meta_calibration.csv", lambda p: calib.to_csv(p, index=False))
-    atomic_write_text(out / "meta_evaluation.md", to_markdown(table, calib))
+    if eligibility is not None:
+        atomic_write(out / "headline_eligibility.csv", lambda p: eligibility.to_csv(p, index=False))
+    atomic_write_text(out / "meta_evaluation.md", to_markdown(table, calib, eligibility))
     return out / "meta_evaluation.csv"

@@ -13,6 +13,14 @@ independent observations. Two methods are compared on the targets both have a va
   that the table shows and needs no tie/zero corrections. With n paired targets the
   smallest attainable p is ``2 / 2**n`` (n = 2: 0.5, n = 5: 0.0625, n = 6: 0.031).
 * :func:`bootstrap_ci`: percentile bootstrap of the mean (seeded; numpy).
+* Cluster-aware versions, used wherever a track's targets come from two or more models
+  (the planted track: one world CNN per model seed; targets of one model share its
+  training, so they are not independent): :func:`cluster_sign_flip_pvalue` flips the sign
+  of a whole cluster's differences at once (exact over all ``2**G`` patterns of G clusters
+  up to ``EXACT_MAX_N``, else a seeded Monte Carlo), and :func:`cluster_bootstrap_ci`
+  resamples clusters, then targets within each drawn cluster (two-stage bootstrap; Davison &
+  Hinkley 1997, Sec. 3.8). With one model the targets are the units and the inference is
+  about that model (the captions say which).
 * :func:`holm`: Holm's step-down adjustment (equal to ``statsmodels.stats.multitest``'s).
 * :func:`paired_comparisons`: every pair of methods per (track, metric, column): mean
   difference, its paired bootstrap CI, the sign-flip p and the Holm-adjusted p across the
@@ -32,7 +40,7 @@ import pandas as pd
 ALPHA = 0.05
 N_BOOT = 2000
 LEVEL = 0.95
-EXACT_MAX_N = 16  # 65,536 sign patterns
+EXACT_MAX_N = 20  # 1,048,576 sign patterns
 MC_RESAMPLES = 20_000
 UNIT = ("model", "layer", "dataset", "target")  # one target; its seeds are averaged first
 KEYS = ("track", "label", "metric", "column")
@@ -84,6 +92,62 @@ def bootstrap_ci(values: Iterable[float], seed: int = 0, n_boot: int = N_BOOT,
         return math.nan, math.nan
     idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
     lo, hi = np.quantile(x[idx].mean(axis=1), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def cluster_sign_flip_pvalue(diffs: Iterable[float], clusters: Sequence, seed: int = 0) -> float:
+    """Two-sided p of "each cluster's paired differences are symmetric about 0" with the
+    mean of all differences as statistic, flipping the sign of whole clusters: exact (the
+    share of all ``2**G`` patterns, G clusters) for G <= ``EXACT_MAX_N``, else
+    (1 + hits) / (1 + ``MC_RESAMPLES``) over seeded random patterns. With one target per
+    cluster it equals :func:`sign_flip_pvalue`. Smallest attainable p: ``2 / 2**G``."""
+    d = _finite(diffs, "paired differences")
+    labels = np.asarray(list(clusters))
+    if labels.shape != d.shape:
+        raise ValueError(f"one cluster label per difference: {labels.shape[0]} labels, {d.shape[0]} differences")
+    if len(d) == 0:
+        return math.nan
+    if not np.any(d):
+        return 1.0
+    _, inverse = np.unique(labels, return_inverse=True)
+    sums = np.bincount(inverse, weights=d)
+    G, observed = len(sums), abs(float(sums.sum()))
+    tolerance = 1e-12 * max(1.0, observed)
+    if G <= EXACT_MAX_N:
+        hits, chunk = 0, 1 << min(G, 16)
+        for start in range(0, 1 << G, chunk):
+            codes = np.arange(start, start + chunk)[:, None]
+            signs = ((codes >> np.arange(G)) & 1) * 2.0 - 1.0
+            hits += int((np.abs(signs @ sums) >= observed - tolerance).sum())
+        return float(min(1.0, hits / (1 << G)))
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(MC_RESAMPLES, G))
+    hits = int((np.abs(signs @ sums) >= observed - tolerance).sum())
+    return float(min(1.0, (1 + hits) / (1 + MC_RESAMPLES)))
+
+
+def cluster_bootstrap_ci(values: Iterable[float], clusters: Sequence, seed: int = 0, n_boot: int = N_BOOT,
+                         level: float = LEVEL) -> tuple[float, float]:
+    """Two-stage percentile bootstrap of the mean: per resample draw G clusters with
+    replacement, then, for every drawn cluster independently, its targets with replacement;
+    the statistic is the mean over all drawn targets. One cluster: :func:`bootstrap_ci`."""
+    x = _finite(values, "values")
+    labels = np.asarray(list(clusters))
+    if labels.shape != x.shape:
+        raise ValueError(f"one cluster label per value: {labels.shape[0]} labels, {x.shape[0]} values")
+    uniq, inverse = np.unique(labels, return_inverse=True)
+    G = len(uniq)
+    if G < 2:
+        return bootstrap_ci(x, seed=seed, n_boot=n_boot, level=level)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, G, size=(n_boot, G))  # stage 1: the clusters of each resample
+    sums = np.zeros((n_boot, G))
+    for c in range(G):  # stage 2: an independent resample of cluster c at every slot that drew it
+        member = x[inverse == c]
+        slots = np.nonzero(drawn == c)
+        sums[slots] = member[rng.integers(0, len(member), size=(len(slots[0]), len(member)))].sum(1)
+    sizes = np.bincount(inverse, minlength=G).astype(float)
+    means = sums.sum(1) / sizes[drawn].sum(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
 
@@ -157,7 +221,8 @@ def seed_spread(df: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ paired comparisons
 COMPARISON_COLUMNS = ["track", "metric", "column", "higher_is_better", "method_a", "method_b", "n_common",
-                      "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_holm", "significant", "better"]
+                      "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_holm", "significant", "better",
+                      "clusters"]
 
 
 _BLOCKS: "dict[tuple, list[dict]]" = {}  # content digest of one column's values -> its comparisons
@@ -194,18 +259,26 @@ def _column_comparisons(g: pd.DataFrame, track: str, metric: str, column: str, h
                         n_boot: int, alpha: float) -> list[dict]:
     """The comparisons of one (track, metric, column): see :func:`paired_comparisons`."""
     wide = g.pivot_table(index=list(UNIT), columns="label", values="value", aggfunc="mean", sort=False)
+    clustered = g["model"].nunique() > 1
     block = []
     for a, b in itertools.combinations(list(dict.fromkeys(g["label"])), 2):
         both = wide[[a, b]].dropna()
         d = (both[a] - both[b]).to_numpy()
+        clusters = both.index.get_level_values("model").to_numpy()
         testable = len(d) >= 2
-        lo, hi = bootstrap_ci(d, seed=seed, n_boot=n_boot) if testable else (math.nan, math.nan)
+        lo, hi = (math.nan, math.nan)
+        if testable:
+            lo, hi = (cluster_bootstrap_ci(d, clusters, seed=seed, n_boot=n_boot) if clustered
+                      else bootstrap_ci(d, seed=seed, n_boot=n_boot))
+        p = math.nan
+        if testable:
+            p = cluster_sign_flip_pvalue(d, clusters, seed=seed) if clustered else sign_flip_pvalue(d, seed=seed)
         block.append(dict(track=track, metric=metric, column=column, higher_is_better=higher,
                           method_a=a, method_b=b, n_common=len(d),
                           mean_a=float(both[a].mean()) if len(d) else math.nan,
                           mean_b=float(both[b].mean()) if len(d) else math.nan,
-                          diff=float(d.mean()) if len(d) else math.nan, ci_low=lo, ci_high=hi,
-                          p=sign_flip_pvalue(d, seed=seed) if testable else math.nan))
+                          diff=float(d.mean()) if len(d) else math.nan, ci_low=lo, ci_high=hi, p=p,
+                          clusters=len(set(clusters)) if clustered else 0))
     adjusted = holm([r["p"] for r in block])
     for r, ph in zip(block, adjusted):
         r["p_holm"] = float(ph)

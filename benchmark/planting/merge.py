@@ -247,6 +247,7 @@ def plant(
                 layer=layer, channel=a, source_channels=(a, b),
                 classes=(tuple(int(t) for t in cls[0]), tuple(int(t) for t in cls[1])),
                 parts_fn=_make_parts_fn(planted, layer, new_conv, original_w, original_b, a, b),
+                part_filters=original_w[[a, b]].clone(),
             )
     return planted, truths
 

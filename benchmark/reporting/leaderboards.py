@@ -34,6 +34,7 @@ from benchmark.evaluation.statistics import (
     N_BOOT,
     UNIT,
     bootstrap_ci,
+    cluster_bootstrap_ci,
     leaders,
     paired_comparisons,
     seed_columns,
@@ -230,6 +231,7 @@ def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "
         if s.startswith("n"):
             board[(m, c, s)] = 0.0
     values = target_values(rows)
+    clustered = values["model"].nunique() > 1  # targets of several models: resample models, then targets
     seeds = seed_spread(rows).set_index(["label", "metric", "column"])
     for (label, metric, column), g in rows.groupby(["label", "metric", "column"], sort=False):
         if (metric, column) not in directions:
@@ -244,7 +246,9 @@ def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "
         if uncertainty == "sem":
             cell["sem"] = sem(x)
         else:
-            cell["ci_low"], cell["ci_high"] = bootstrap_ci(x, seed=seed, n_boot=n_boot)
+            cell["ci_low"], cell["ci_high"] = (
+                cluster_bootstrap_ci(x, mine["model"].to_numpy(), seed=seed, n_boot=n_boot) if clustered
+                else bootstrap_ci(x, seed=seed, n_boot=n_boot))
             if len(x) == 1:
                 cell["ci_low"], cell["ci_high"] = _own_interval(everything, label, metric, column)
         for s, v in cell.items():
@@ -262,7 +266,7 @@ def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "
         "higher_is_better": directions, "marks": marks,
         "datasets": list(dict.fromkeys(rows["dataset"])), "models": list(dict.fromkeys(rows["model"])),
         "layers": list(dict.fromkeys(rows["layer"])), "metrics": list(dict.fromkeys(rows["metric"])),
-        "n_targets": n_targets,
+        "n_targets": n_targets, "clusters": int(values["model"].nunique()) if clustered else 0,
         "own_interval": n_targets == 1 and uncertainty == "bootstrap" and bool(
             board[[k for k in board.columns if k[2] == "ci_low"]].notna().to_numpy().any()),
     }

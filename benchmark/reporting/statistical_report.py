@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.evaluation.statistics import ALPHA, UNIT, paired_comparisons, seed_columns, target_values
+from benchmark.evaluation.statistics import (
+    ALPHA,
+    EXACT_MAX_N,
+    MC_RESAMPLES,
+    UNIT,
+    paired_comparisons,
+    seed_columns,
+    target_values,
+)
 from benchmark.reporting.leaderboards import DASH, normalise
 
 PER_TARGET_COLUMNS = ["track", "model", "layer", "dataset", "target", "method", "method_params", "label",
@@ -82,9 +90,13 @@ def comparisons_markdown(cmp: pd.DataFrame) -> str:
             lines.append(f"| {_esc(r.method_a)} | {_esc(r.method_b)} | {r.n_common} | {diff} | "
                          f"{_p(r.p)} | {_p(r.p_holm)} | {verdict} |")
         lines.append("")
+    clusters = int(cmp["clusters"].max()) if "clusters" in cmp and len(cmp) else 0
     legend = (f"Paired over common targets (seeds averaged per target first). CI: percentile bootstrap of "
-              f"the mean difference. p: exact two-sided sign-flip test of the mean difference; Holm "
-              f"over the comparisons of one column; significant at {ALPHA:g}.")
+              f"the mean difference. p: two-sided sign-flip test of the mean difference (exact over all sign "
+              f"patterns up to {EXACT_MAX_N} units, else Monte Carlo, {MC_RESAMPLES:,} draws); Holm "
+              f"over the comparisons of one column; significant at {ALPHA:g}."
+              + (f" Tracks whose targets come from several models ({clusters} here) resample and flip "
+                 "whole models (clusters): CI two-stage over models then targets." if clusters else ""))
     return "\n".join(lines + [legend, ""]) if lines else "No comparisons (no column with a direction).\n"
 
 

@@ -59,20 +59,34 @@ def _notes(board: pd.DataFrame, latex: bool) -> str:
             f"Layers: {'; '.join(a['layers'])}. Metrics: {'; '.join(a['metrics'])}.")
     pm, pct, dash, arrows, alpha = (("$\\pm$", "\\%", "---", "$\\uparrow$/$\\downarrow$", "$\\alpha$")
                                     if latex else ("±", "%", DASH, "↑/↓", "α"))
+    clusters = a.get("clusters", 0)
+    over = (f"two-stage bootstrap over {clusters} models (clusters), then targets within them"
+            if clusters else "percentile-bootstrap interval over targets")
     spread = (f"{pm} standard error" if a["uncertainty"] == "sem"
-              else f"[95{pct} percentile-bootstrap interval over targets, {a.get('n_boot', 2000)} resamples]")
+              else f"[95{pct} {over}, {a.get('n_boot', 2000)} resamples]")
     if a.get("own_interval"):
         spread = f"[the metric's own 95{pct} interval (detection: bootstrap over pairs)]"
     counts = board.loc[:, [k for k in board.columns if k[2] in ("n", "n_total")]].to_numpy()
     n, total = counts[:, 0::2], counts[:, 1::2]
     partial = " (a/b): a value on a of the b targets scored, else all;" if ((n > 0) & (n < total)).any() else ""
     test = (f"bold: the best mean among methods with a value on every target, better than every other "
-            f"method by an exact two-sided sign-flip test of paired differences on common targets, "
+            f"method by a two-sided sign-flip test of paired differences on common targets "
+            f"({sign_flip_kind(clusters or a['n_targets'], clusters > 0)}), "
             f"Holm-corrected over the column's pairwise comparisons ({alpha} = {ALPHA:g}); underlined: "
             f"leaders that test cannot separate (partial coverage is never bold)")
     return ((_tex(head) if latex else head)
             + f" Cells: mean {spread}, {a['n_targets']} targets, seeds averaged per target first;"
             f"{partial} {dash} not applicable; {test}; {arrows}: higher/lower is better.")
+
+
+def sign_flip_kind(n: int, clustered: bool) -> str:
+    """How the sign-flip test of n units (targets, or clusters) was computed, for captions."""
+    from benchmark.evaluation.statistics import EXACT_MAX_N, MC_RESAMPLES
+
+    unit = "signs flipped per model" if clustered else "signs flipped per target"
+    if n <= EXACT_MAX_N:
+        return f"{unit}, exact: all 2^{n} patterns"
+    return f"{unit}, Monte Carlo, {MC_RESAMPLES:,} draws (Monte Carlo s.e. of p <= {0.5 / MC_RESAMPLES ** 0.5:.4f})"
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -141,14 +155,15 @@ def _latex(board: pd.DataFrame, caption: str, tex_label: str) -> str:
         cells = [_tex(_cell_text(board, label, m, c)) for m, c in keys]
         cells = [_mark(board, label, k, t, wrap) for t, k in zip(cells, keys)]
         body.append(_tex(label) + " & " + " & ".join(cells) + r" \\")
+    wide = len(keys) > 6  # an appendix table: scaled to the text width
     return "\n".join([
-        r"% requires \usepackage{booktabs}", r"\begin{table}[htbp]", r"\centering",
+        r"% requires \usepackage{booktabs,graphicx}", r"\begin{table}[htbp]", r"\centering",
         f"\\caption{{{_tex(caption)} {_notes(board, latex=True)}}}",
-        f"\\label{{{tex_label}}}",
+        f"\\label{{{tex_label}}}", *([r"\resizebox{\textwidth}{!}{%"] if wide else []),
         f"\\begin{{tabular}}{{l{'c' * len(keys)}}}", r"\toprule",
         " & " + " & ".join(top) + r" \\", " ".join(rules),
         "Method & " + " & ".join(_tex(c) + arrow[dirs[(m, c)]] for m, c in keys) + r" \\",
-        r"\midrule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+        r"\midrule", *body, r"\bottomrule", r"\end{tabular}" + ("}" if wide else ""), r"\end{table}", ""])
 
 
 def long_table(board: pd.DataFrame) -> pd.DataFrame:
@@ -187,12 +202,26 @@ def render(board: pd.DataFrame, fmt: str = "markdown", caption: str | None = Non
     if "track" not in board.attrs:
         raise ValueError("render needs a board made by leaderboard() (its attrs are missing)")
     caption = caption or f"Leaderboard, track {board.attrs['track']}."
+    if fmt == "csv":
+        return long_table(board).to_csv(index=False, lineterminator="\n")
+    shown, empty = _without_empty_rows(board)
+    if empty:
+        caption += f" Not applicable in any column (rows left out): {', '.join(empty)}."
     if fmt == "markdown":
-        return _markdown(board, caption)
-    if fmt == "latex":
-        tag = re.sub(r"[^A-Za-z0-9]+", "-", board.attrs["track"]).strip("-")
-        return _latex(board, caption, tex_label or f"tab:leaderboard-{tag}")
-    return long_table(board).to_csv(index=False, lineterminator="\n")
+        return _markdown(shown, caption)
+    tag = re.sub(r"[^A-Za-z0-9]+", "-", board.attrs["track"]).strip("-")
+    return _latex(shown, caption, tex_label or f"tab:leaderboard-{tag}")
+
+
+def _without_empty_rows(board: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The board without the methods that have no value (and no error) in any column, and their labels."""
+    n = board[[k for k in board.columns if k[2] in ("n", "n_error")]].sum(axis=1)
+    empty = [str(label) for label in board.index if n[label] == 0]
+    if not empty or len(empty) == len(board):
+        return board, []
+    shown = board.drop(index=empty)
+    shown.attrs = board.attrs
+    return shown, empty
 
 
 def model_family(model: str) -> str:
@@ -203,17 +232,23 @@ def model_family(model: str) -> str:
 
 
 def write_leaderboards(df: pd.DataFrame, out_dir: str | Path, uncertainty: str = "bootstrap",
-                       seed: int = 0) -> dict[str, Path]:
+                       seed: int = 0, preface: tuple[str, str] | None = None) -> dict[str, Path]:
     """Write ``leaderboard.md`` (a section per track; a subsection per model family and
     dataset when a track has several), ``leaderboard.tex`` and ``leaderboard.csv`` atomically.
-    Returns ``{"markdown": path, "latex": path, "csv": path}``."""
+    ``preface`` (Markdown, LaTeX): the verdicts and headline tables
+    (:func:`benchmark.reporting.headline.headline_sections`); the per-track tables then follow
+    as the appendix. Returns ``{"markdown": path, "latex": path, "csv": path}``."""
     df = normalise(df)
     md, tex, frames = ["# Leaderboard", ""], [], []
+    if preface is not None:
+        md += [preface[0], "", "## Appendix: every column of every track", ""]
+        tex.append(preface[1])
+    level = "###" if preface is not None else "##"
     for track in dict.fromkeys(df["track"]):
         part = df[df["track"] == track]
         if not part["main"].astype(bool).any():
             continue
-        md += [f"## Track: {track}", ""]
+        md += [f"{level} Track: {track}", ""]
         family = part["model"].astype(str).map(model_family)  # world_cnn@seed1 -> world_cnn
         combos = list(dict.fromkeys(zip(family, part["dataset"])))
         for model, dataset in combos:
@@ -223,7 +258,7 @@ def write_leaderboards(df: pd.DataFrame, out_dir: str | Path, uncertainty: str =
             board = leaderboard(sub, track, uncertainty=uncertainty, seed=seed)
             tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{track}-{model}-{dataset}").strip("-")
             if len(combos) > 1:
-                md += [f"### {model} on {dataset}", ""]
+                md += [f"{level}# {model} on {dataset}", ""]
             md.append(render(board, "markdown"))
             tex.append(render(board, "latex", tex_label=f"tab:leaderboard-{tag}" if len(combos) > 1 else None))
             frames.append(long_table(board))
@@ -239,3 +274,11 @@ def write_leaderboards(df: pd.DataFrame, out_dir: str | Path, uncertainty: str =
     for kind, text in texts.items():
         atomic_write(paths[kind], lambda p, text=text: p.write_text(text, encoding="utf-8"))
     return paths
+
+
+def latex_document(tables: str) -> str:
+    """A complete LaTeX document around ``leaderboard.tex`` (for a quick PDF; a paper
+    ``\\input``s the tables instead): article, T1 fonts, booktabs, graphicx, landscape."""
+    return "\n".join([r"\documentclass{article}", r"\usepackage[T1]{fontenc}", r"\usepackage[utf8]{inputenc}",
+                      r"\usepackage{booktabs,graphicx}", r"\usepackage[landscape,margin=1.5cm]{geometry}",
+                      r"\begin{document}", tables, r"\end{document}", ""])

@@ -292,16 +292,21 @@ class Runner:
         atomic_write_text(self.work / "run.json", json.dumps(info, indent=2, sort_keys=True, default=str))
 
     def _render(self, results: pd.DataFrame, plans: list[TrackPlan], env: Environment) -> None:
+        from benchmark.evaluation.meta_evaluation import write_meta_evaluation
+        from benchmark.reporting.headline import evidence, headline_sections
+        from benchmark.reporting.leaderboards import normalise
         from benchmark.reporting.run_figures import write_figures
         from benchmark.reporting.statistical_report import write_report
         from benchmark.reporting.table_formats import write_leaderboards
 
         t0 = time.perf_counter()
         self.folder.clear_figures()  # first: the report below draws its CD diagrams into figures/
-        write_leaderboards(results, self.work)
+        spec, meta, calib = evidence(results, seed=self.config.seeds.method)  # meta-evaluation, headline rule
+        write_leaderboards(results, self.work, preface=headline_sections(normalise(results), spec))
         write_report(results, self.work)  # per-target values, paired comparisons, CD diagrams, detection table
-        from benchmark.evaluation.meta_evaluation import write_meta_evaluation
-
-        write_meta_evaluation(results, self.work, seed=self.config.seeds.method)
+        eligibility = spec.eligibility  # evidence() always computes it
+        atomic_write(self.work / "headline_eligibility.csv", lambda p: eligibility.to_csv(p, index=False))
+        write_meta_evaluation(results, self.work, seed=self.config.seeds.method, table=meta, calib=calib,
+                              eligibility=eligibility)
         write_figures(self.work, results, plans, self.methods, env, splits=self.kept_splits, timer=self.timer)
         self.timings["render_s"] = time.perf_counter() - t0

@@ -171,3 +171,55 @@ def test_seed_keys_other_than_seed():
     assert board.loc["a", ("rec", "ari", "mean")] == pytest.approx(3.5)
     assert board.loc["a", ("rec", "ari", "n_seeds")] == 2
     assert board.loc["a", ("rec", "ari", "seed_sd")] == pytest.approx(np.std([2.0, 5.0], ddof=1))
+
+
+# ------------------------------------------------------------------ cluster-aware versions
+def test_cluster_sign_flip_with_one_target_per_cluster_is_the_sign_flip_test():
+    from benchmark.evaluation.statistics import cluster_sign_flip_pvalue
+
+    d = np.random.default_rng(3).normal(0.2, 1.0, 11)
+    assert cluster_sign_flip_pvalue(d, range(11)) == pytest.approx(sign_flip_pvalue(d), abs=1e-12)
+    assert cluster_sign_flip_pvalue(d, range(11)) == pytest.approx(_brute_sign_flip(d), abs=1e-12)
+
+
+def test_cluster_sign_flip_hand_computed():
+    from benchmark.evaluation.statistics import cluster_sign_flip_pvalue
+
+    # cluster sums 3 and 2: patterns +-3 +-2 give |5|, |1|, |1|, |5| -> p = 2/4
+    assert cluster_sign_flip_pvalue([1, 2, 3, -1], [0, 0, 1, 1]) == pytest.approx(0.5)
+    # one cluster: flipping it gives the same |mean| -> p = 1; six agreeing clusters -> 2/64
+    assert cluster_sign_flip_pvalue([1, 2, 3], ["a"] * 3) == 1.0
+    assert cluster_sign_flip_pvalue(np.ones(12), np.repeat(np.arange(6), 2)) == pytest.approx(2 / 64)
+    with pytest.raises(ValueError, match="one cluster label per difference"):
+        cluster_sign_flip_pvalue([1, 2], [0])
+
+
+def test_cluster_sign_flip_beyond_the_exact_limit_is_monte_carlo():
+    from benchmark.evaluation.statistics import EXACT_MAX_N, MC_RESAMPLES, cluster_sign_flip_pvalue
+
+    p = cluster_sign_flip_pvalue(np.ones(EXACT_MAX_N + 2), range(EXACT_MAX_N + 2))
+    assert p == pytest.approx(1 / (1 + MC_RESAMPLES), rel=0.5)  # exact 2 / 2^22 is far below what B draws resolve
+
+
+def test_cluster_bootstrap_resamples_clusters_first():
+    from benchmark.evaluation.statistics import cluster_bootstrap_ci
+
+    values, clusters = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0], ["a", "a", "a", "b", "b", "b"]
+    # two clusters, constant within: the resampled mean is 0, 0.5 or 1 with probabilities 1/4, 1/2, 1/4
+    assert cluster_bootstrap_ci(values, clusters, seed=0) == (0.0, 1.0)
+    naive = bootstrap_ci(values, seed=0)  # treating the six targets as independent is much narrower
+    assert naive[0] > 0.1 and naive[1] < 0.9
+    assert cluster_bootstrap_ci(values, ["x"] * 6, seed=0) == bootstrap_ci(values, seed=0)
+
+
+def test_paired_comparisons_flip_whole_models_when_the_targets_come_from_several():
+    rows = []
+    for model in ("m@seed0", "m@seed1", "m@seed2"):
+        for t in range(4):  # A beats B on all 12 targets, but only 3 models
+            for label, v in (("A", 1.0 + t), ("B", 0.0)):
+                rows.append(dict(track="planted", label=label, metric="x", column="v", model=model, layer="l",
+                                 dataset="d", target=f"t{t}", value=v, higher_is_better=True))
+    values = pd.DataFrame(rows)
+    cmp = paired_comparisons(values)
+    assert cmp["p"].iloc[0] == pytest.approx(2 / 8)  # 3 clusters, not 2 / 2^12
+    assert int(cmp["clusters"].iloc[0]) == 3

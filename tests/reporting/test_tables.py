@@ -48,8 +48,8 @@ def golden_df() -> pd.DataFrame:
 # Three paired targets: the smallest attainable sign-flip p is 2/8 = 0.25, so no leader is
 # significant and both methods are underlined as tied leaders in own and cross.
 TEST_NOTE = ("bold: the best mean among methods with a value on every target, better than every other "
-             "method by an exact two-sided sign-flip test of paired differences on common targets, "
-             "Holm-corrected over the column's pairwise comparisons ({alpha} = 0.05); underlined: "
+             "method by a two-sided sign-flip test of paired differences on common targets "
+             "(signs flipped per target, exact: all 2^3 patterns), Holm-corrected over the column's pairwise comparisons ({alpha} = 0.05); underlined: "
              "leaders that test cannot separate (partial coverage is never bold)")
 NOTE_MD = ("Datasets: synthetic-world. Models: synthnet. Layers: layer3. Metrics: activation_ratio; "
            "residual_energy. Cells: mean ± standard error, 3 targets, seeds averaged per "
@@ -63,7 +63,7 @@ GOLDEN_MD = f"""**Leaderboard, track pairs.**
 
 {NOTE_MD}
 """
-GOLDEN_TEX = (r"""% requires \usepackage{booktabs}
+GOLDEN_TEX = (r"""% requires \usepackage{booktabs,graphicx}
 \begin{table}[htbp]
 \centering
 \caption{Leaderboard, track pairs. Datasets: synthetic-world. Models: synthnet. Layers: layer3. Metrics: activation\_ratio; residual\_energy. Cells: mean $\pm$ standard error, 3 targets, seeds averaged per target first; --- not applicable; """
@@ -258,3 +258,11 @@ def test_table_command_combines_seeds_with_spread(tmp_path, capsys):
         p.name for p in (tmp_path / "both").iterdir()}
     per_target = pd.read_csv(tmp_path / "both" / "per_target.csv")
     assert sorted(per_target["seed"]) == [0, 0, 1, 1]
+
+
+def test_rows_without_any_value_are_left_out_and_named():
+    rows = _rows("a", "m", "v", [0.5, 0.6, 0.7], "true") + _rows("b", "m", "v", [0.1, 0.2, 0.3], "true")
+    rows += _rows("nothing", "m", "v", [math.nan] * 3, "true")
+    text = render(leaderboard(pd.DataFrame(rows)))
+    assert "| nothing |" not in text and "Not applicable in any column (rows left out): nothing." in text
+    assert "nothing" not in render(leaderboard(pd.DataFrame(rows)), "latex").split("\\midrule")[1]
