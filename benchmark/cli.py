@@ -232,6 +232,26 @@ def _table(args: argparse.Namespace) -> int:
 command("table", "render the leaderboard of one or more run folders (Markdown, LaTeX, CSV)")((_table_args, _table))
 
 
+# --- compare ----------------------------------------------------------------------------
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_a", help="a run folder (or its results.csv)")
+    p.add_argument("run_b", help="the run folder to compare it with")
+    p.add_argument("--rtol", type=float, default=1e-9, help="relative tolerance of equal values (default 1e-9)")
+    p.add_argument("--atol", type=float, default=1e-12, help="absolute tolerance of equal values (default 1e-12)")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from benchmark.reporting.compare import compare_results
+
+    found = compare_results(args.run_a, args.run_b, rtol=args.rtol, atol=args.atol)
+    print(found.summary())
+    print("identical within the tolerance" if found.identical else "the runs differ")
+    return 0 if found.identical else 1
+
+
+command("compare", "compare two runs' results value by value (exit 1 when any number differs)")((_compare_args, _compare))
+
+
 # --- sweep ------------------------------------------------------------------------------
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweeps", nargs="?", default=None,

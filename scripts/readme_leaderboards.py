@@ -26,7 +26,8 @@ def section(text: str, track: str | None) -> str:
     if track == "headline":  # the verdicts and headline tables, without the appendix
         head = body.split("## Appendix", 1)[0].strip()
         return re.sub(r"^(#{2,3}) ", lambda m: "#" + m.group(1) + " ", head, flags=re.M)
-    parts = re.split(r"^## Track: ", body, flags=re.M)
+    appendix = body.split("## Appendix", 1)[-1]  # a track's full table (the headline has its own block)
+    parts = re.split(r"^#{2,3} Track: ", appendix, flags=re.M)
     for part in parts[1:]:
         name, rest = part.split("\n", 1)
         if name.strip() == track:

@@ -137,6 +137,7 @@ class RunConfig:
     batch_size: int = 128
     num_workers: int = 0  # DataLoader workers of the capture pass (pinned memory on CUDA)
     output_dir: str = "runs/synthetic"
+    evidence: str | None = None  # a run folder whose meta_evaluation.csv decides the headline rule's (b) here
     methods: tuple = ("all",)
     metrics: tuple = ("all",)
     method_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
 
+from benchmark.core.errors import MissingFileError
 from benchmark.evaluation.eligibility import method_of, metric_name
 from benchmark.evaluation.statistics import ALPHA, paired_comparisons, target_values
 from benchmark.reporting.leaderboards import DASH, leaderboard
@@ -175,12 +177,16 @@ def verdict(part: pd.DataFrame, track: str, spec: HeadlineSpec, seed: int = 0) -
     """A paragraph of the track's verdicts, generated from its headline columns."""
     board, ceilings, _dropped, columns = headline_boards(part, track, spec, seed)
     if board is None:
-        return f"**{track}**: no headline column has values; nothing to conclude."
+        return (f"**{track}**: no column passes the headline rule here (no planted truth validates it, or a "
+                "no-op split does as well; see headline_eligibility.csv): the appendix tables are descriptive only."
+                if len(part[part["main"].astype(bool) & (part["status"] == "ok")]) else
+                f"**{track}**: no method has a value on this track; nothing to conclude.")
     n, g = board.attrs["n_targets"], board.attrs.get("clusters", 0)
     keys = [k for k in columns if (k[0], k[1], "mean") in board.columns]
     rows = part[part["main"].astype(bool) & ~part["label"].map(spec.role).eq("ceiling")]
     cmp = paired_comparisons(target_values(rows), seed=seed)
-    sentences = [f"**{track}** ({n} targets" + (f" from {g} models" if g else "") + ")."]
+    sentences = [f"**{track}** (" + (f"{n} targets" if n > 1 else "all pairs pooled as one target")
+                 + (f" from {g} models" if g else "") + ")."]
     sentences.append(_power(cmp, g or n, g > 0))
     for key in keys:
         sentences.append(_column_verdict(board, ceilings, cmp, key, spec))
@@ -272,17 +278,32 @@ def headline_sections(df: pd.DataFrame, spec: HeadlineSpec, seed: int = 0) -> tu
     return "\n".join(md), "\n".join(tex)
 
 
-def evidence(results: pd.DataFrame, seed: int = 0):
+def evidence(results: pd.DataFrame, seed: int = 0, evidence_run: str | Path | None = None):
     """(spec with the eligibility table, meta-evaluation table or None, calibration or None) of
-    a results frame: the meta-evaluation against every truth question, then the headline rule."""
+    a results frame: the meta-evaluation against every truth question, then the headline rule.
+
+    A run without planted truth (a real-model run) may borrow rule (b)'s evidence from
+    ``evidence_run``, a run folder holding ``meta_evaluation.csv`` (e.g. the committed
+    synthetic run ``results/``); the evidence column then names that folder."""
     from benchmark.evaluation.eligibility import headline_eligibility
     from benchmark.evaluation.meta_evaluation import has_truth, meta_evaluation
     from benchmark.reporting.leaderboards import normalise
 
     df = normalise(results)
     meta = calib = None
+    borrowed = None
     if has_truth(df):
         meta, calib = meta_evaluation(df, seed=seed)
+    elif evidence_run is not None:
+        path = Path(evidence_run) / "meta_evaluation.csv"
+        if not path.is_file():
+            raise MissingFileError(f"evidence run {evidence_run}: no meta_evaluation.csv there (set `evidence` to "
+                                   "a run folder with a planted track, e.g. results, or leave it unset)")
+        borrowed = pd.read_csv(path)
     spec = spec_from_registry()
-    eligibility = headline_eligibility(target_values(df), spec.roles, set(spec.questions.values()), meta)
+    eligibility = headline_eligibility(target_values(df), spec.roles, set(spec.questions.values()),
+                                       meta if borrowed is None else borrowed)
+    if borrowed is not None:
+        eligibility["evidence"] = eligibility["evidence"].str.replace(
+            "Spearman CI low", f"Spearman CI low (from {evidence_run})", regex=False)
     return HeadlineSpec(spec.roles, spec.citations, spec.titles, spec.questions, eligibility), meta, calib

@@ -69,9 +69,11 @@ def _notes(board: pd.DataFrame, latex: bool) -> str:
     counts = board.loc[:, [k for k in board.columns if k[2] in ("n", "n_total")]].to_numpy()
     n, total = counts[:, 0::2], counts[:, 1::2]
     partial = " (a/b): a value on a of the b targets scored, else all;" if ((n > 0) & (n < total)).any() else ""
+    kind = sign_flip_kind(clusters or a["n_targets"], clusters > 0)
+    kind = _tex(kind) if latex else kind
     test = (f"bold: the best mean among methods with a value on every target, better than every other "
             f"method by a two-sided sign-flip test of paired differences on common targets "
-            f"({sign_flip_kind(clusters or a['n_targets'], clusters > 0)}), "
+            f"({kind}), "
             f"Holm-corrected over the column's pairwise comparisons ({alpha} = {ALPHA:g}); underlined: "
             f"leaders that test cannot separate (partial coverage is never bold)")
     return ((_tex(head) if latex else head)
@@ -259,6 +261,9 @@ def write_leaderboards(df: pd.DataFrame, out_dir: str | Path, uncertainty: str =
             tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{track}-{model}-{dataset}").strip("-")
             if len(combos) > 1:
                 md += [f"{level}# {model} on {dataset}", ""]
+            if not board[[k for k in board.columns if k[2] in ("n", "n_error")]].to_numpy().any():
+                md += ["No method has a value on this track (it has no targets, or no metric applies).", ""]
+                continue
             md.append(render(board, "markdown"))
             tex.append(render(board, "latex", tex_label=f"tab:leaderboard-{tag}" if len(combos) > 1 else None))
             frames.append(long_table(board))

@@ -45,7 +45,8 @@ OUTPUTS = ("config.json", IDENTITY, "run.json", "results.csv", "leaderboard.md",
            "leaderboard.csv", "parts", "traces", "detection", "figures",
            # the statistical report (benchmark.reporting.statistical_report) and the meta-evaluation
            "per_target.csv", "comparisons.csv", "comparisons.md", "detection.csv", "detection.md",
-           "report.md", "meta_evaluation.csv", "meta_evaluation.md", "meta_calibration.csv")
+           "report.md", "meta_evaluation.csv", "meta_evaluation.md", "meta_calibration.csv",
+           "headline_eligibility.csv")
 WORK = ("parts", "traces", "detection")  # folders of per-unit files (named by unit id)
 # What a run's parts depend on besides their plug-ins: the track builders and everything
 # they import (environment, capture, planting, ...), the memo and traces the runner wraps

@@ -85,6 +85,9 @@ def check_environment(config: RunConfig, cache: Cache, output: Path | None = Non
     check_ranges(config)
     if config.data.root is not None and not Path(config.data.root).expanduser().exists():
         raise MissingFileError(f"data.root {config.data.root!r} does not exist (set it to the dataset folder)")
+    if config.evidence is not None and not (Path(config.evidence) / "meta_evaluation.csv").is_file():
+        raise MissingFileError(f"evidence {config.evidence!r}: no meta_evaluation.csv there (a run folder with a "
+                               "planted track, e.g. results; or --set evidence= to leave rule (b) unchecked)")
     check_writable(cache.root)
     if output is not None:
         check_output(Path(output))

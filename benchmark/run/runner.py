@@ -301,7 +301,8 @@ class Runner:
 
         t0 = time.perf_counter()
         self.folder.clear_figures()  # first: the report below draws its CD diagrams into figures/
-        spec, meta, calib = evidence(results, seed=self.config.seeds.method)  # meta-evaluation, headline rule
+        spec, meta, calib = evidence(results, seed=self.config.seeds.method,  # meta-evaluation, headline rule
+                                     evidence_run=self.config.evidence)
         write_leaderboards(results, self.work, preface=headline_sections(normalise(results), spec))
         write_report(results, self.work)  # per-target values, paired comparisons, CD diagrams, detection table
         eligibility = spec.eligibility  # evidence() always computes it
