@@ -263,6 +263,7 @@ def write_leaderboards(df: pd.DataFrame, out_dir: str | Path, uncertainty: str =
                 md += [f"{level}# {model} on {dataset}", ""]
             if not board[[k for k in board.columns if k[2] in ("n", "n_error")]].to_numpy().any():
                 md += ["No method has a value on this track (it has no targets, or no metric applies).", ""]
+                frames.append(long_table(board))  # the csv still lists every (method, column) as not applicable
                 continue
             md.append(render(board, "markdown"))
             tex.append(render(board, "latex", tex_label=f"tab:leaderboard-{tag}" if len(combos) > 1 else None))

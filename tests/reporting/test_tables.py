@@ -49,11 +49,11 @@ def golden_df() -> pd.DataFrame:
 # significant and both methods are underlined as tied leaders in own and cross.
 TEST_NOTE = ("bold: the best mean among methods with a value on every target, better than every other "
              "method by a two-sided sign-flip test of paired differences on common targets "
-             "(signs flipped per target, exact: all 2^3 patterns), Holm-corrected over the column's pairwise comparisons ({alpha} = 0.05); underlined: "
+             "(signs flipped per target, exact: all 2{caret}3 patterns), Holm-corrected over the column's pairwise comparisons ({alpha} = 0.05); underlined: "
              "leaders that test cannot separate (partial coverage is never bold)")
 NOTE_MD = ("Datasets: synthetic-world. Models: synthnet. Layers: layer3. Metrics: activation_ratio; "
            "residual_energy. Cells: mean ± standard error, 3 targets, seeds averaged per "
-           "target first; — not applicable; " + TEST_NOTE.format(alpha="α") + "; ↑/↓: higher/lower is better.")
+           "target first; — not applicable; " + TEST_NOTE.format(alpha="α", caret="^") + "; ↑/↓: higher/lower is better.")
 GOLDEN_MD = f"""**Leaderboard, track pairs.**
 
 | method | activation_ratio / own ↑ | activation_ratio / cross ↓ | residual_energy / energy ↓ |
@@ -67,7 +67,7 @@ GOLDEN_TEX = (r"""% requires \usepackage{booktabs,graphicx}
 \begin{table}[htbp]
 \centering
 \caption{Leaderboard, track pairs. Datasets: synthetic-world. Models: synthnet. Layers: layer3. Metrics: activation\_ratio; residual\_energy. Cells: mean $\pm$ standard error, 3 targets, seeds averaged per target first; --- not applicable; """
-              + TEST_NOTE.format(alpha="$\\alpha$") + r"""; $\uparrow$/$\downarrow$: higher/lower is better.}
+              + TEST_NOTE.format(alpha="$\\alpha$", caret="\\textasciicircum{}") + r"""; $\uparrow$/$\downarrow$: higher/lower is better.}
 \label{tab:leaderboard-pairs}
 \begin{tabular}{lccc}
 \toprule
