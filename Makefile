@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 TEX_PACKAGES := texlive-latex-base texlive-latex-recommended poppler-utils
+BROWSER_PACKAGES := chromium chromium-driver
 
-.PHONY: setup wordnet photos tex run test bench clean-venv
+.PHONY: setup wordnet photos tex browser run test bench clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,7 +36,13 @@ tex:
 run: setup
 	$(VENV)/bin/polysemy run $(ARGS)
 
-test: setup tex
+# headless Chromium and its driver for the HTML report's browser test (Debian packages)
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null || \
+	  (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null)
+
+test: setup tex browser
 	$(VENV)/bin/pytest -q $(ARGS)
 
 bench: setup

@@ -252,6 +252,27 @@ def _compare(args: argparse.Namespace) -> int:
 command("compare", "compare two runs' results value by value (exit 1 when any number differs)")((_compare_args, _compare))
 
 
+# --- report -----------------------------------------------------------------------------
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a finished run folder (holds results.csv and cards/)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    import time
+
+    from benchmark.reporting.html_report import report_size, write_report
+
+    start = time.perf_counter()
+    index = write_report(args.run_dir)
+    print(f"wrote {index} ({report_size(args.run_dir) / 1e6:.1f} MB with its thumbnails, "
+          f"{time.perf_counter() - start:.1f} s); open it in a browser: file://{index.resolve()}")
+    return 0
+
+
+command("report", "write RUN_DIR/report/index.html: headline tables and one split card per (target, method), "
+        "offline")((_report_args, _report))
+
+
 # --- sweep ------------------------------------------------------------------------------
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweeps", nargs="?", default=None,

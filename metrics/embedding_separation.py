@@ -3,13 +3,13 @@ Vielhaben, Samek, Lapuschkin, CVPR-W 2024, arXiv 2404.06453;
 ``experiments/disentangling/eval_CLIP_alignment.py`` of github.com/maxdreyer/PURE).
 
 Definition (crops, as PURE). Per target ONE reference pool shared by every method
-(:mod:`metrics._pool`: the channel's top ``pool_size`` = 100 images by maximum activation
+(:mod:`benchmark.engine.pool`: the channel's top ``pool_size`` = 100 images by maximum activation
 on ``context.heldout`` -- the validation split in the ImageNet protocol, which is where
 PURE takes its references; all members used). Each pool image is cropped ONCE per channel
 exactly as PURE (:func:`benchmark.engine.crops.pure_crops`: LRP seeded at the maximum position,
 signed colour sum, blur, abs, 2% box, native size) and embedded; the crops and embeddings
 do not depend on the method. A method only LABELS the pool: each image goes to its virtual
-neuron with the largest positive spatial sum (:func:`metrics._pool.pool_labels`), as PURE's
+neuron with the largest positive spatial sum (:func:`benchmark.engine.pool.pool_labels`), as PURE's
 labellings (its attribution k-means, activation k-means, ...) label the same references.
 With D the pairwise Euclidean distances of the embeddings, over ORDERED pairs a != b,
 
@@ -52,11 +52,12 @@ from benchmark.core.plugins import Metric
 from benchmark.core.registry import EMBEDDERS, FEATURE_VIS, METRICS
 from benchmark.core.types import Column, Context, NotApplicable, Split
 from benchmark.engine.crops import PURE_THRESHOLD, embed_native
+from benchmark.engine.pool import pool_labels, reference_pool
 from metrics._common import batches
 from metrics._crop_boxes import pool_boxes
-from metrics._pool import pool_labels, reference_pool
 
 MEMO_SECTION, MEMO_SIZE = 'pool_embeddings', 16  # context.memo section: (model, held-out data) -> pool embeddings per embedder
+FVIS_SECTION, FVIS_SIZE = 'fvis_renderings', 2  # context.memo section: split -> its renderings (score, then card)
 
 
 def separation(embeddings: Tensor, groups: Sequence[int] | Tensor) -> tuple[float, float, float]:
@@ -216,22 +217,36 @@ class EmbeddingSeparation(Metric):
             return embed_native(_build_embedder(name, args), crops, context.batch_size)
 
     def _fvis(self, split: Split, context: Context) -> dict[str, float]:
-        neurons = [i for i in range(split.k) for _ in range(self.fvis_per_neuron)]
         if split.k == 1:
             return {"separation_fvis": 0.0, "groups_fvis": 1.0}
-        compute = lambda: {"embeddings": self._fvis_embeddings(split, context, neurons)}  # noqa: E731
-        unit = split.info.get("unit_key")
-        if context.cache is None or not unit:
-            emb = compute()["embeddings"]
+        neurons, entry = self._fvis_entry(split, context)
+        return scored(entry["embeddings"], torch.tensor(neurons, dtype=torch.long), "_fvis")
+
+    def _fvis_entry(self, split: Split, context: Context) -> tuple[list[int], dict[str, Tensor]]:
+        """The neuron of each rendering and {"embeddings", "images" (uint8)}: rendered once per
+        split (run memo), and inside a run cached on disk under the unit key."""
+        neurons = [i for i in range(split.k) for _ in range(self.fvis_per_neuron)]
+        compute = lambda: self._fvis_renderings(split, context, neurons)  # noqa: E731
+        unit, cache = split.info.get("unit_key"), context.cache
+        if cache is None or not unit:
+            get = compute
         else:  # a run's unit key names its config, seeds, code, method and target
             spec = {"unit": str(unit), "backend": self.fvis_backend, "args": [list(a) for a in self.fvis_args],
                     "per_neuron": self.fvis_per_neuron, "embedder": self.embedder,
                     "embedder_args": [list(a) for a in self.embedder_args], "seed": context.seed}
-            emb = context.cache.get_or_compute("fvis_embeddings", spec, compute)["embeddings"]
-        return scored(emb, torch.tensor(neurons, dtype=torch.long), "_fvis")
+            get = lambda: cache.get_or_compute("fvis_embeddings", spec, compute)  # noqa: E731
+        return neurons, context.memo.get(FVIS_SECTION, (split, self), (), get, FVIS_SIZE)
 
-    def _fvis_embeddings(self, split: Split, context: Context, neurons: list[int]) -> Tensor:
-        """(len(neurons), D) embeddings of feature visualisations of ``neurons`` (one image each)."""
+    def card_images(self, split: Split, context: Context) -> dict[str, tuple[Tensor, list[int]]]:
+        """The feature visualisations behind ``separation_fvis`` (none when it is off or k = 1)."""
+        if not self.fvis_per_neuron or split.k == 1:
+            return {}
+        neurons, entry = self._fvis_entry(split, context)
+        return {f"Feature visualisations ({self.fvis_backend})": (entry["images"].float() / 255, neurons)}
+
+    def _fvis_renderings(self, split: Split, context: Context, neurons: list[int]) -> dict[str, Tensor]:
+        """Feature visualisations of ``neurons`` (one image each), as uint8 images and their
+        (len(neurons), D) embeddings."""
         from benchmark.engine.fvis._objectives import split_objective
 
         backend = self._backend(context)
@@ -240,8 +255,9 @@ class EmbeddingSeparation(Metric):
         images = rendering.images.detach().float().cpu().clamp(0, 1)
         embedder = _build_embedder(self.embedder, self.embedder_args)
         with torch.no_grad():
-            return torch.cat([embedder.embed(images[s:s + context.batch_size]).detach().double().cpu()
-                              for s in range(0, images.shape[0], context.batch_size)])
+            emb = torch.cat([embedder.embed(images[s:s + context.batch_size]).detach().double().cpu()
+                             for s in range(0, images.shape[0], context.batch_size)])
+        return {"embeddings": emb, "images": (images * 255).round().to(torch.uint8)}
 
     def _backend(self, context: Context) -> Any:
         """The feature-visualisation backend; fills in the data's input size, the context's

@@ -24,7 +24,7 @@ channel -- identity, duplicate -- scores exactly "no separation", the oracle sco
   true factors are predicted from the representation), measured as the gain over the
   undivided channel so that the baseline is the channel itself.
 * ``ari`` -- adjusted Rand index (``sklearn.metrics.adjusted_rand_score``) on ONE shared pool
-  per target (:mod:`metrics._pool`: the planted channel's top-100 held-out images by max
+  per target (:mod:`benchmark.engine.pool`: the planted channel's top-100 held-out images by max
   activation), every method labelling every pool image by its own virtual neurons (largest
   positive spatial sum) against the true owner (the part with the larger positive spatial
   sum, the oracle's rule). Identity and duplicate put the pool into one group: ARI 0; the
@@ -51,8 +51,8 @@ from benchmark.core.plugins import Metric
 from benchmark.core.registry import METRICS
 from benchmark.core.types import Column, Context, NotApplicable, PlantedTruth, Split
 from benchmark.engine.layers import channel_activation
+from benchmark.engine.pool import pool_labels, positive_sums, reference_pool
 from metrics._common import batches, spatial_sum
-from metrics._pool import pool_labels, positive_sums, reference_pool
 
 PARTS = 2
 MEMO_SECTION, MEMO_SIZE = 'planted_parts', 4  # context.memo section: (model, held-out data, truth) -> (o, p, size)

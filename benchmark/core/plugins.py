@@ -147,6 +147,12 @@ class Metric:
     def score(self, split: "Split | pd.DataFrame", context: Context) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} must implement score(split, context)")
 
+    def card_images(self, split: "Split", context: Context) -> Mapping[str, tuple[Any, Sequence[int]]]:
+        """Images this metric made of the split's virtual neurons, shown on the split card
+        (:mod:`benchmark.engine.cards`): title -> (float images in [0, 1], (n, 3, H, W); the
+        virtual neuron of each). Called after ``score`` on the same split; default: none."""
+        return {}
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _check_situations(cls, cls.requires)

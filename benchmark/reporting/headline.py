@@ -114,33 +114,72 @@ def headline_boards(part: pd.DataFrame, track: str, spec: HeadlineSpec, seed: in
     return board, ceilings, dropped, columns
 
 
-def render_headline(part: pd.DataFrame, track: str, spec: HeadlineSpec, fmt: str = "markdown",
-                    seed: int = 0) -> str:
-    """The headline table of one track as Markdown or LaTeX (booktabs); "" if nothing applies."""
+@dataclass(frozen=True)
+class HeadlineRow:
+    """One row of a headline table: the method's label, its display name and role, and per
+    column the cell text ("mean [CI]"), the mean (NaN: no value) and its mark ("best", "tied", "")."""
+
+    label: str
+    display: str
+    role: str
+    cells: tuple[tuple[str, float, str], ...]
+
+
+@dataclass(frozen=True)
+class HeadlineTable:
+    """A track's headline table as data (:func:`render_headline` prints it; the HTML report
+    shows it): columns as (metric label, column) keys with their titles and arrows."""
+
+    track: str
+    keys: tuple[tuple[str, str], ...]
+    heads: tuple[str, ...]
+    rows: tuple[HeadlineRow, ...]
+    caption: str
+    note: str
+
+
+def headline_table(part: pd.DataFrame, track: str, spec: HeadlineSpec, seed: int = 0) -> HeadlineTable | None:
+    """The headline table of one track; None if no headline column has a value."""
     board, ceilings, dropped, columns = headline_boards(part, track, spec, seed)
     if board is None:
-        return ""
+        return None
     keys = [k for k in columns if (k[0], k[1], "mean") in board.columns]
     arrow = {True: "↑", False: "↓", None: ""}
     dirs = board.attrs["higher_is_better"]
-    heads = [f"{spec.title(m, c)} {arrow[dirs.get((m, c))]}".strip() for m, c in keys]
-    body = [(spec.display(lb), [_marked(board, lb, k) for k in keys]) for lb in board.index]
+    heads = tuple(f"{spec.title(m, c)} {arrow[dirs.get((m, c))]}".strip() for m, c in keys)
+
+    def cells(b: pd.DataFrame, label: str, marked: bool) -> tuple[tuple[str, float, str], ...]:
+        out = []
+        for k in keys:
+            if (k[0], k[1], "mean") not in b.columns:
+                out.append((DASH, math.nan, ""))
+                continue
+            mark = b.attrs.get("marks", {}).get(k, {}).get(label) if marked else None
+            mean = float(b.loc[label, (k[0], k[1], "mean")]) if int(b.loc[label, (k[0], k[1], "n")]) else math.nan
+            out.append((_cell_text(b, label, *k), mean, mark or ""))
+        return tuple(out)
+
+    rows = [HeadlineRow(lb, spec.display(lb), spec.role(lb), cells(board, lb, True)) for lb in board.index]
     if ceilings is not None:
-        body += [(spec.display(lb), [_cell_text(ceilings, lb, *k) if (k[0], k[1], "mean") in ceilings.columns
-                                     else DASH for k in keys]) for lb in ceilings.index]
-    caption = _caption(board, track)
-    note = (f"Not shown (no value in any headline column): {', '.join(dropped)}." if dropped else "")
+        rows += [HeadlineRow(lb, spec.display(lb), "ceiling", cells(ceilings, lb, False)) for lb in ceilings.index]
+    note = f"Not shown (no value in any headline column): {', '.join(dropped)}." if dropped else ""
+    return HeadlineTable(track, tuple(keys), heads, tuple(rows), _caption(board, track), note)
+
+
+def render_headline(part: pd.DataFrame, track: str, spec: HeadlineSpec, fmt: str = "markdown",
+                    seed: int = 0) -> str:
+    """The headline table of one track as Markdown or LaTeX (booktabs); "" if nothing applies."""
+    table = headline_table(part, track, spec, seed)
+    if table is None:
+        return ""
+    wrap = {"best": "**{}**", "tied": "<u>{}</u>", "": "{}"}
+    body = [(row.display, [wrap[mark].format(text) for text, _, mark in row.cells]) for row in table.rows]
     if fmt == "latex":
-        return _latex(caption, heads, body, note, track)
-    lines = [f"**{caption}**", "", "| Method | " + " | ".join(heads) + " |", "|:--" + "|--:" * len(heads) + "|"]
+        return _latex(table.caption, list(table.heads), body, table.note, track)
+    lines = [f"**{table.caption}**", "", "| Method | " + " | ".join(table.heads) + " |",
+             "|:--" + "|--:" * len(table.heads) + "|"]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in body]
-    return "\n".join(lines + ([""] + [note] if note else []) + [""])
-
-
-def _marked(board: pd.DataFrame, label: str, key: tuple[str, str]) -> str:
-    text = _cell_text(board, label, *key)
-    mark = board.attrs.get("marks", {}).get(key, {}).get(label)
-    return {"best": f"**{text}**", "tied": f"<u>{text}</u>"}.get(mark or "", text)
+    return "\n".join(lines + ([""] + [table.note] if table.note else []) + [""])
 
 
 def _caption(board: pd.DataFrame, track: str) -> str:

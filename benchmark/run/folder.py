@@ -46,14 +46,16 @@ OUTPUTS = ("config.json", IDENTITY, "run.json", "results.csv", "leaderboard.md",
            # the statistical report (benchmark.reporting.statistical_report) and the meta-evaluation
            "per_target.csv", "comparisons.csv", "comparisons.md", "detection.csv", "detection.md",
            "report.md", "meta_evaluation.csv", "meta_evaluation.md", "meta_calibration.csv",
-           "headline_eligibility.csv")
-WORK = ("parts", "traces", "detection")  # folders of per-unit files (named by unit id)
+           "headline_eligibility.csv",
+           # the split cards of every unit, their thumbnails and the HTML report built from them
+           "cards", "thumbs", "report")
+WORK = ("parts", "traces", "detection", "cards")  # folders of per-unit files (named by unit id)
 # What a run's parts depend on besides their plug-ins: the track builders and everything
 # they import (environment, capture, planting, ...), the memo and traces the runner wraps
 # around a unit, and the runner's own module (how rows are built). Presentation code
 # (tables, figures, the CLI) is not imported by any of them, so editing it keeps every part.
 HARNESS_CODE = ("benchmark.tracks", "benchmark.engine.environment", "benchmark.engine.memo",
-                "benchmark.engine.traces", "benchmark.core.budget")
+                "benchmark.engine.traces", "benchmark.engine.cards", "benchmark.core.budget")
 RUNNER_MODULE = "benchmark.run.runner"
 
 

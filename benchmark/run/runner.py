@@ -126,7 +126,7 @@ class Runner:
             self.work = self.out
 
     def _execute(self) -> None:
-        start = time.perf_counter()
+        start = self._start = time.perf_counter()
         env = Environment(self.config, self.cache, self.progress)
         self.timings["setup_s"] = time.perf_counter() - start
         plans = []
@@ -148,6 +148,9 @@ class Runner:
                 self._run_unit(plan, method, target)
         self.timings["units_s"] = time.perf_counter() - t0
         self.folder.remove_stale(self.keys)  # parts of other identities or units: never mixed in
+        from benchmark.engine.cards import prune_thumbnails
+
+        prune_thumbnails(self.work / "cards", self.work / "thumbs")  # thumbnails no card shows
         results = self.assemble(self.keys)
         self._write_provenance(env, plans, start)
         self._render(results, plans, env)
@@ -214,6 +217,7 @@ class Runner:
             # metrics + trace share activations; the unit key lets metrics cache per-unit work
             split = memoized(dataclasses.replace(split, info={**split.info, "unit_key": key}))
         except NotApplicable as why:
+            self._write_card(plan, method, target, None, context, metrics, key, unavailable=str(why))
             return [r for m in metrics for r in self._not_applicable(plan, method, target, m, str(why))]
         if target == plan.targets[0]:
             self.kept_splits[(plan.track, method.name)] = split
@@ -226,12 +230,41 @@ class Runner:
                 rows += self._not_applicable(plan, method, target, metric, str(why))
                 continue
             rows += self._value_rows(plan, method, target, metric, values)
+        with self.timer("card"):
+            self._write_card(plan, method, target, split, context, metrics, key)
         from benchmark.engine.traces import SUFFIX, TRACED_TRACKS, save_trace
 
         if plan.track in TRACED_TRACKS and target == plan.targets[0]:  # what the figures read
             with self.timer("trace"):
                 save_trace(self.work / "traces" / f"{key}{SUFFIX}", split, plan, context)
         return rows
+
+    def _write_card(self, plan: TrackPlan, method: Plugin, target: Target, split: Split | None, context,
+                    metrics: list[Plugin], key: str, unavailable: str = "") -> None:
+        """The unit's split card (:mod:`benchmark.engine.cards`), written before its part; a
+        method that does not apply to the target gets a card saying why."""
+        from benchmark.engine.cards import CARD_VERSION, compute_card, save_card
+
+        about = {"track": plan.track, "unit": key, "method_params": json.loads(method.params_json),
+                 "model_seed": plan.model_seed_of(target, self.config.seeds.model)}
+        card = None
+        if split is not None:
+            images: dict = {}
+            for metric in metrics:
+                with plugin_code("metric", metric.name, metric.instance):
+                    try:
+                        images.update(metric.instance.card_images(split, context))
+                    except NotApplicable:
+                        continue
+            try:
+                card = compute_card(split, context, self.work / "thumbs", extra_images=images, about=about)
+            except NotApplicable as why:
+                unavailable = str(why)
+        if card is None:
+            card = {"version": CARD_VERSION, **about, "model": target.model, "layer": target.layer,
+                    "channel": target.channel, "target": target.key, "method": method.name,
+                    "unavailable": unavailable}
+        save_card(self.work / "cards" / f"{key}.json", card)
 
     def _detection_rows(self, plan: TrackPlan, method: Plugin, _target: None, key: str) -> list[dict]:
         metrics = [m for m in self.metrics if m.instance.scope == "detection"]
@@ -310,4 +343,9 @@ class Runner:
         write_meta_evaluation(results, self.work, seed=self.config.seeds.method, table=meta, calib=calib,
                               eligibility=eligibility)
         write_figures(self.work, results, plans, self.methods, env, splits=self.kept_splits, timer=self.timer)
+        with self.timer("report"):
+            from benchmark.reporting.html_report import write_report as write_html_report
+
+            self._write_provenance(env, plans, self._start)  # the report shows it
+            write_html_report(self.work, seed=self.config.seeds.method)
         self.timings["render_s"] = time.perf_counter() - t0

@@ -13,7 +13,7 @@ import metrics.embedding_separation as es
 from benchmark.core.types import Split, Target
 from benchmark.engine.crops import pure_crops
 from benchmark.engine.layers import channel_activation
-from metrics._pool import reference_pool
+from benchmark.engine.pool import reference_pool
 from metrics.embedding_separation import EmbeddingSeparation, scored, separation
 from tests.fakes import tiny_context
 
@@ -172,3 +172,19 @@ def test_factor_aware_judge_does_not_score_a_colour_split_as_a_concept_split(wor
     assert colour_plain > 0.05  # the plain judge sees colour
     assert colour_factors < 0.2 * colour_plain and colour_factors < 0.1 * class_factors
     assert factors.embed(units[:2]).shape == (2, 8)
+
+
+def test_card_images_are_the_scored_renderings_without_rendering_again(small):
+    metric = EmbeddingSeparation(embedder="small", pool_size=12, fvis_per_neuron=2,
+                                 fvis_args=(("steps", 2), ("image_size", 16)))
+    split = gated_split(lambda x: F.one_hot((x.mean((1, 2, 3)) > 0).long(), 2).float())
+    c = ctx()
+    metric.score(split, c)
+    rendered = small.seen[-1]
+    n_calls = len(small.seen)
+    (title, (images, neurons)), = metric.card_images(split, c).items()
+    assert len(small.seen) == n_calls  # the split's renderings are kept in the run memo
+    assert "maco" in title and neurons == [0, 0, 1, 1]
+    assert torch.allclose(images, rendered, atol=0.5 / 255 + 1e-6)  # the same images, stored as uint8
+    assert EmbeddingSeparation(embedder="small", fvis_per_neuron=0).card_images(split, c) == {}
+    assert metric.card_images(gated_split(lambda x: torch.ones(x.shape[0], 1), k=1), c) == {}

@@ -12,8 +12,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from benchmark.core.types import NotApplicable, Split, Target
 from benchmark.engine.layers import channel_activation
+from benchmark.engine.pool import reference_pool
 from benchmark.planting.merge import plant
-from metrics._pool import reference_pool
 from metrics.planted_recovery import PlantedRecovery, crossfit_r2, pearson_matrix
 from tests.fakes import tiny_context
 

@@ -1,5 +1,6 @@
 """The shared reference pool of a target: ONE set of images per channel on which every method
-is scored (planted-recovery ARI, embedding separation), and each method's labelling of it.
+is scored (planted-recovery ARI, embedding separation) and shown (the split cards of
+:mod:`benchmark.engine.cards`), and each method's labelling of it.
 
 * :func:`reference_pool`: the ``n`` held-out images (``context.heldout``) with the largest
   MAXIMUM spatial activation of the target channel in ``context.model`` (PURE's reference
@@ -18,14 +19,23 @@ lets labels leak into the score.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from torch import Tensor
 
 from benchmark.core.types import Context, NotApplicable, Split
 from benchmark.engine.layers import check_channel, eval_mode, layer_activations
-from metrics._common import batches, spatial_sum
 
 MEMO_SECTION, MEMO_SIZE = 'heldout_max_activations', 4  # context.memo section: (model, held-out data) -> max activations of a layer
+
+
+def batches(dataset, indices: Tensor, batch_size: int, device) -> Iterator[tuple[Tensor, Tensor]]:
+    """(images, labels) of ``dataset[indices]`` in chunks of ``batch_size``, on ``device``."""
+    idx = torch.as_tensor(indices, dtype=torch.long).flatten()
+    for start in range(0, idx.numel(), batch_size):
+        chunk = idx[start:start + batch_size]
+        yield dataset.images(chunk).to(device), dataset.labels[chunk].to(device)
 
 
 def heldout_max_activations(context: Context, layer: str) -> Tensor:
@@ -63,7 +73,7 @@ def positive_sums(fn, context: Context, ids: Tensor) -> Tensor:
     with torch.no_grad():
         for images, _ in batches(context.heldout, ids, context.batch_size, context.device):
             maps = fn(images)
-            out.append(spatial_sum(maps.clamp(min=0)).double().cpu())
+            out.append(maps.clamp(min=0).flatten(-2).sum(-1).double().cpu())
     return torch.cat(out)
 
 
