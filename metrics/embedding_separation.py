@@ -156,6 +156,7 @@ class EmbeddingSeparation(Metric):
     # (-0.072 vs 0.014), and its rank agreement with planted recovery is -0.01 [-0.14, 0.11]
     # (results/meta_evaluation.md). So no column claims disentanglement.
     calibrated_columns: ClassVar[tuple[str, ...]] = ()
+    scale_invariant: ClassVar[tuple[str, ...]] = ("separation", "separation_factors")  # argmax labels of the pool
     not_calibrated: ClassVar[str] = (
         "separation of embedded crops: a nuisance split scores on `separation`, and on the committed run's "
         "world CNNs the oracle does not beat random_split on `separation_factors` (measured; see the comment)")

@@ -142,6 +142,7 @@ class PlantedRecovery(Metric):
     scope: ClassVar[str] = "split"
     # columns that claim to measure disentanglement (tests/metrics/test_metric_sanity.py checks them)
     calibrated_columns: ClassVar[tuple[str, ...]] = ("recovery", "ari")
+    scale_invariant: ClassVar[tuple[str, ...]] = ("recovery", "ari")  # affine fits; argmax labels
     truth_column: ClassVar[str] = "recovery"  # the yardstick of benchmark.evaluation.meta_evaluation
     questions: ClassVar[Mapping[str, str]] = {"assignment": "ari", "decomposition": "recovery"}
     titles: ClassVar[Mapping[str, str]] = {"ari": "Assignment ARI", "recovery": "Decomposition recovery",

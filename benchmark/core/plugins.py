@@ -126,6 +126,10 @@ class Metric:
     questions: ClassVar[Mapping[str, str]] = {}
     titles: ClassVar[Mapping[str, str]] = {}
     requires: ClassVar[frozenset[str]] = frozenset()  # situations it needs (see SITUATIONS)
+    # columns unchanged when every virtual neuron is multiplied by one positive factor (claims
+    # checked by tests/metrics/test_properties.py); every metric must be invariant to the ORDER
+    # of the virtual neurons (with their concepts and references)
+    scale_invariant: ClassVar[tuple[str, ...]] = ()
 
     @property
     def label(self) -> str:

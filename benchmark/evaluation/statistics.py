@@ -61,7 +61,7 @@ def sign_flip_pvalue(diffs: Iterable[float], seed: int = 0) -> float:
     as statistic: the share of sign patterns whose |mean| is at least the observed one.
 
     Exact (all ``2**n`` patterns) for n <= ``EXACT_MAX_N``, else ``MC_RESAMPLES`` seeded
-    random patterns. NaN for no differences; 1.0 when every difference is 0.
+    random patterns. NaN for no differences; 1.0 when every difference is 0 or there is one.
     Example: diffs (1, 2, 3): only the all-plus and all-minus patterns reach |mean| 2,
     p = 2/8 = 0.25.
     """
@@ -70,7 +70,7 @@ def sign_flip_pvalue(diffs: Iterable[float], seed: int = 0) -> float:
     d = _finite(diffs, "paired differences")
     if len(d) == 0:
         return math.nan
-    if not np.any(d):
+    if not np.any(d) or len(d) == 1:  # one difference: both sign patterns reach it (scipy needs two)
         return 1.0
     exact = len(d) <= EXACT_MAX_N
     res = permutation_test((d,), lambda x, axis: np.mean(x, axis=axis), vectorized=True,

@@ -73,3 +73,21 @@ def test_a_folder_that_is_not_a_run_or_holds_a_foreign_report_is_refused(tmp_pat
     with pytest.raises(InputError, match="not a polysemy-bench report"):
         write_report(copy)
     assert (copy / "report" / "notes.txt").read_text() == "mine" and not (copy / ".report.staging").exists()
+
+
+def test_strings_from_data_are_escaped(tmp_path, tiny_run):
+    import json
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    attack = "<script>alert(1)</script>"
+    path = next(p for p in sorted((copy / "cards").glob("*.json")) if json.loads(p.read_text()).get("original"))
+    card = json.loads(path.read_text())
+    card["original"][0]["class"] = attack
+    card["method_params"]["note"] = attack
+    card["parts"] = [attack, "b"]
+    path.write_text(json.dumps(card))
+    write_report(copy)
+    pages = [p.read_text() for p in (copy / "report" / "cards").glob("*.html")]
+    assert not any(attack in page for page in pages)
+    assert sum("&lt;script&gt;alert(1)&lt;/script&gt;" in page for page in pages) == 1
