@@ -130,6 +130,8 @@ class ActivationRatio(Metric):
             raise NotApplicable(
                 f"no held-out image of any concept has relative positive attribution >= tau={self.tau} for "
                 f"channel {split.target.channel} with |orig| > {self.eps}")
+        if not np.isfinite(ratios[scored]).all():
+            raise NotApplicable("non-finite values: NaN or inf in the activation ratios of the virtual neurons")
         if split.concepts is not None:
             match = {i: i for i in range(m)}
         else:

@@ -60,7 +60,7 @@ class PlantedTrack:
     enabled: bool = True
     layer: str | None = None  # used when ``layers`` is empty (None = model.layer)
     layers: tuple = ()  # layers to plant in; () = [layer]
-    model_seeds: tuple = ()  # model seeds to plant in; () = [the run's model seed]
+    model_seeds: tuple | None = None  # model seeds to plant in; None = [the run's model seed]; [] is refused
     num_channels: int = 2  # candidate pairs planted per (model seed, layer)
     wordnet_threshold: float = 0.5  # the two parts' classes must be less similar (Wu-Palmer)
     max_part_correlation: float = 0.5  # and their class profiles must correlate less than this
@@ -190,7 +190,9 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         return float(value)
     if text.startswith("str") and value is not None and not isinstance(value, str):
         raise ConfigError(f"{path} must be a string, got {value!r}")
-    if hint is tuple:
+    if hint == (tuple | None) and value is None:
+        return None
+    if hint is tuple or hint == (tuple | None):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):

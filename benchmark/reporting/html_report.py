@@ -91,7 +91,7 @@ def _references(cards: list[dict]) -> dict[str, CardRef]:
     refs, used = {}, set()
     for c in cards:
         params = canonical_json(c.get("method_params", {}))
-        name = f"{c['track']}-{_slug(c['target'])}-{c['method']}"
+        name = _slug(f"{c['track']}-{c['target']}-{c['method']}")
         if name in used:
             name += "-" + c["unit"][:8]
         used.add(name)

@@ -7,6 +7,7 @@ failure is one line saying what is wrong and what is allowed.
 """
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Iterable
@@ -38,7 +39,10 @@ def check_ranges(config: RunConfig) -> None:
                        ("method_seed", config.method_seed)):
         if value is not None and not 0 <= value < SEED_LIMIT:
             raise ConfigError(f"{key} must be in [0, 2^31), got {value}")
-    seeds = list(t.planted.model_seeds)
+    if t.planted.model_seeds is not None and len(t.planted.model_seeds) == 0:
+        raise ConfigError("tracks.planted.model_seeds is empty: name at least one seed (e.g. [0, 1, 2]) or leave it "
+                          "unset to plant in the run's model seed")
+    seeds = list(t.planted.model_seeds or ())
     if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT for s in seeds):
         raise ConfigError(f"tracks.planted.model_seeds must be integers in [0, 2^31), got {seeds}")
     if len(set(seeds)) != len(seeds):
@@ -52,8 +56,18 @@ def check_ranges(config: RunConfig) -> None:
                           "(to skip the track set tracks.planted.enabled = false)")
     if not 0.0 <= config.capture.tau <= 1.0:
         raise ConfigError(f"capture.tau must be in [0, 1], got {config.capture.tau}")
-    if config.device not in ("cpu", "cuda") and not config.device.startswith("cuda:"):
+    if config.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", config.device):
         raise ConfigError(f"device must be cpu, cuda or cuda:N, got {config.device!r}")
+    if config.device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {config.device!r}: no CUDA device is available on this machine "
+                              "(torch.cuda.is_available() is False); use --set device=cpu")
+        index = int(config.device.split(":")[1]) if ":" in config.device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {config.device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                              f"device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}")
 
 
 def check_wordnet() -> None:
@@ -124,10 +138,32 @@ def check_layers(config: RunConfig) -> None:
             module = get_layer(model, layer)
         except UnknownLayerError as err:
             raise UnknownLayerError(f"{key}: {err}") from None
+        convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
         if key.startswith("tracks.planted") and config.tracks.planted.enabled and not isinstance(module, nn.Conv2d):
-            convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
             raise ConfigError(f"{key}: planting merges two channels of a Conv2d; {layer!r} is a "
                               f"{type(module).__name__}. Conv2d layers: {', '.join(convs)}")
+        shape = _output_shape(model, module, config)
+        if shape is not None and len(shape) != 4:
+            raise ConfigError(f"{key}: {layer!r} ({type(module).__name__}) outputs shape {tuple(shape)}; every track "
+                              f"splits channels of (N, C, H, W) feature maps. Conv2d layers: {', '.join(convs)}")
+
+
+def _output_shape(model, module, config: RunConfig):
+    """The output shape of ``module`` on one blank image at the data's size (32 px for the
+    synthetic world, else ``data.image_size`` or 224); None if the blank image does not pass."""
+    import torch
+
+    size = config.data.image_size or (32 if config.data.dataset == "synthetic_world" else 224)
+    seen: list = []
+    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape)))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, size, size))
+    except (RuntimeError, ValueError):  # another input size: the layer is checked when the model loads
+        return None
+    finally:
+        handle.remove()
+    return seen[0] if seen else None
 
 
 def check_plugins(config: RunConfig, metrics: Iterable = ()) -> None:

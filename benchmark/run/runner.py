@@ -86,6 +86,22 @@ def resolve(registry: Registry, names: Iterable[str], params: dict, seed: int | 
     return out
 
 
+def _non_finite(split: Split, context) -> str:
+    """Why the split is broken ("" if it is not): NaN or inf virtual neurons (or residual) on
+    the first batch of held-out images."""
+    n = min(len(context.heldout), context.batch_size)
+    with torch.no_grad():
+        images = context.heldout.images(range(n)).to(context.device)
+        outputs = [("virtual neurons", split.activations(images))]
+        if split.residual_fn is not None:
+            outputs.append(("residual", split.residual_fn(images)))
+    for what, values in outputs:
+        bad = int((~torch.isfinite(values)).flatten(1).any(1).sum())
+        if bad:
+            return f"non-finite values: the method's {what} are NaN or inf on {bad} of {n} held-out images"
+    return ""
+
+
 def unit_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
 
@@ -219,6 +235,10 @@ class Runner:
         except NotApplicable as why:
             self._write_card(plan, method, target, None, context, metrics, key, unavailable=str(why))
             return [r for m in metrics for r in self._not_applicable(plan, method, target, m, str(why))]
+        broken = _non_finite(split, context)
+        if broken:  # the method failed on this target: every metric says so, none averages a NaN
+            self._write_card(plan, method, target, None, context, metrics, key, unavailable=broken)
+            return [r for m in metrics for r in self._not_applicable(plan, method, target, m, broken, "error")]
         if target == plan.targets[0]:
             self.kept_splits[(plan.track, method.name)] = split
         rows = []

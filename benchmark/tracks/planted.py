@@ -53,7 +53,7 @@ def _check(config: RunConfig, seeds: list[int], layers: list[str]) -> None:
     if len(set(seeds)) != len(seeds) or len(set(layers)) != len(layers):
         raise ConfigError(f"tracks.planted.model_seeds and .layers must not repeat entries: {seeds}, {layers}")
     if config.model.weights is not None and seeds != [config.seeds.model]:
-        raise ConfigError("model.weights names one weights file; tracks.planted.model_seeds must then be empty "
+        raise ConfigError("model.weights names one weights file; tracks.planted.model_seeds must then be unset "
                           f"(got {seeds})")
     if config.tracks.planted.num_channels < 1:
         raise ConfigError(f"tracks.planted.num_channels must be >= 1, got {config.tracks.planted.num_channels}")
@@ -61,7 +61,7 @@ def _check(config: RunConfig, seeds: list[int], layers: list[str]) -> None:
 
 def planted_track(env: Environment, config: RunConfig):
     cfg = config.tracks.planted
-    seeds = [int(s) for s in cfg.model_seeds] or [env.seeds.model]
+    seeds = [int(s) for s in cfg.model_seeds] if cfg.model_seeds is not None else [env.seeds.model]
     layers = [str(layer) for layer in cfg.layers] or [env.layer(cfg.layer)]
     _check(config, seeds, layers)
     heldout = planted_heldout(env, cfg.heldout_images)

@@ -78,6 +78,18 @@ def imagenet_eval_transform(image_size: int = 224, resize_size: int | None = Non
                       T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
+def _normalisation(transform) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the ``Normalize`` step of a torchvision transform (inside a Compose);
+    (0, 0, 0), (1, 1, 1) when it has none."""
+    from torchvision import transforms as T
+
+    steps = transform.transforms if isinstance(transform, T.Compose) else [transform]
+    for step in steps:
+        if isinstance(step, T.Normalize):
+            return tuple(float(m) for m in step.mean), tuple(float(v) for v in step.std)
+    return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+
+
 def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
@@ -103,12 +115,16 @@ def scan_split(folder: Path) -> list[tuple[str, int, int]]:
         if entry.name not in index:
             raise InputError(f"folder {entry.path!r} is not an ImageNet-1k class: {entry.name!r} is not one of "
                              "the 1000 ILSVRC-2012 wnids (like 'n01440764'); remove or move it")
+        before = len(samples)
         for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
             dirnames.sort()
             for name in sorted(filenames):
                 if _is_image(name):
                     path = os.path.join(dirpath, name)
                     samples.append((os.path.relpath(path, folder), index[entry.name], os.stat(path).st_size))
+        if len(samples) == before:
+            raise InputError(f"class folder {entry.path!r} holds no images (files ending in "
+                             f"{', '.join(IMAGE_EXTENSIONS)}); add its images or remove the folder")
     if not samples:
         raise InputError(f"no images in {folder}: expected wnid folders holding files ending in "
                          f"{', '.join(IMAGE_EXTENSIONS)} (any case)")
@@ -142,6 +158,7 @@ class ImageNetFolder(ImageDataset):
             raise MissingFileError(f"ImageNet split folder {self.folder} is missing (found folders: "
                                     f"{', '.join(present) or 'none'}); expected {split}/<wnid>/<images>")
         self.transform = transform if transform is not None else imagenet_eval_transform()
+        self.mean, self.std = _normalisation(self.transform)  # to_unit_range undoes it (crops, embedders)
         scanned = scan_split(self.folder)
         self.files = tuple(path for path, _, _ in scanned)
         self.labels = torch.tensor([label for _, label, _ in scanned], dtype=torch.long)
