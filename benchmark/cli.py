@@ -18,7 +18,6 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
 
 def command(name: str, help: str):
     """Register ``(configure_parser, run)`` under ``name``."""
-
     def add(pair):
         configure, run = pair
         COMMANDS[name] = (configure, run)
@@ -258,19 +257,14 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import time
-
     from benchmark.reporting.html_report import report_size, write_report
-
-    start = time.perf_counter()
     index = write_report(args.run_dir)
-    print(f"wrote {index} ({report_size(args.run_dir) / 1e6:.1f} MB with its thumbnails, "
-          f"{time.perf_counter() - start:.1f} s); open it in a browser: file://{index.resolve()}")
+    print(f"wrote {index} ({report_size(args.run_dir) / 1e6:.1f} MB with its thumbnails); open {index.resolve().as_uri()}")
     return 0
 
 
-command("report", "write RUN_DIR/report/index.html: headline tables and one split card per (target, method), "
-        "offline")((_report_args, _report))
+command("report", "write RUN_DIR/report/: headline tables, one split card per (target, method); offline")(
+    (_report_args, _report))
 
 
 # --- sweep ------------------------------------------------------------------------------

@@ -8,13 +8,15 @@
    process of its own with a fresh cache.
 2. Phase "run": the same config into a new folder with another fresh cache, killed with
    SIGKILL after a delay drawn uniformly from (0, duration of the reference) and started
-   again, ``kills // 2`` times; then run to the end.
-3. Phase "overwrite": ``polysemy run --overwrite`` into that finished folder, killed the
-   same way ``kills - kills // 2`` times (the staged run, its rendering and the swap of
-   the outputs), then run to the end.
-4. Checks: the final ``results.csv`` equals the reference's (``polysemy compare``: every
-   value, status and row); ``polysemy cache verify`` finds no problem; no temporary file
-   (``*.tmp``), staging folder or lock holder is left in the run folder or the cache.
+   again, ``kills // 2`` times; then run to the end. A try that finishes before its kill is
+   checked and the phase starts again from nothing, so every kill meets a run in progress.
+3. Phase "overwrite": the folder first holds a finished run of ANOTHER config (two methods
+   only); ``--overwrite`` with the tiny config (computed in ``.staging/``, then swapped in)
+   is killed the same way ``kills - kills // 2`` times; after each kill the folder must
+   hold a complete run, the old or the new one, never a mix; then run to the end.
+4. Checks of every finished run: ``results.csv`` equals the reference's (``polysemy
+   compare``: every value, status and row); ``polysemy cache verify`` finds no problem; no
+   temporary file (``*.tmp``) or staging folder is left in the run folder or the cache.
 
 Each kill is recorded with the stage the killed process had reached, read from what it
 left on disk (no part yet: set-up and capture; parts: units; results.csv but no
@@ -37,7 +39,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _worker(out: str, overwrite: bool) -> int:
+VARIANTS = {"full": {}, "old": {"methods": ["identity", "random_split"]}}  # "old": the run an overwrite replaces
+
+
+def _worker(out: str, overwrite: bool, variant: str = "full") -> int:
     sys.path.insert(0, str(ROOT))
     import tests.fakes  # noqa: F401 (registers the tiny model and dataset)
     from benchmark.run.runner import Runner
@@ -45,19 +50,20 @@ def _worker(out: str, overwrite: bool) -> int:
 
     config_dir = Path(out).parent / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
-    Runner(tiny_config(config_dir), output_dir=out, overwrite=overwrite, progress=False).run()
+    Runner(tiny_config(config_dir, **VARIANTS[variant]), output_dir=out, overwrite=overwrite, progress=False).run()
     return 0
 
 
-def _spawn(out: Path, cache: Path, overwrite: bool) -> subprocess.Popen:
+def _spawn(out: Path, cache: Path, overwrite: bool, variant: str = "full") -> subprocess.Popen:
     env = {**os.environ, "POLYSEMY_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(out)] + (["--overwrite"] if overwrite else [])
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(out), "--variant", variant] + \
+        (["--overwrite"] if overwrite else [])
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _finish(out: Path, cache: Path, overwrite: bool) -> float:
+def _finish(out: Path, cache: Path, overwrite: bool, variant: str = "full") -> float:
     start = time.perf_counter()
-    proc = _spawn(out, cache, overwrite)
+    proc = _spawn(out, cache, overwrite, variant)
     _, err = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"the run into {out} failed (exit {proc.returncode}):\n{err.decode()[-3000:]}")
@@ -92,51 +98,74 @@ def leftovers(*folders: Path) -> list[str]:
     return sorted(found)
 
 
-def harness(kills: int, seed: int, work: Path) -> dict:
-    """Run the harness (see the module docstring); returns its record."""
+def _check(reference: Path, out: Path, cache: Path) -> list[str]:
+    """What is wrong with a finished run in ``out`` (empty: nothing)."""
     from benchmark.reporting.compare import compare_results
     from benchmark.storage.cache import Cache
     from benchmark.storage.cache_admin import verify
 
+    wrong = []
+    comparison = compare_results(reference, out)
+    if not comparison.identical:
+        wrong.append(comparison.summary(5))
+    _, problems = verify(Cache(cache))
+    wrong += [f"cache {p.entry.path.name}: {p.reason}" for p in problems]
+    wrong += [f"left behind: {path}" for path in leftovers(out.parent, cache)]
+    return wrong
+
+
+def harness(kills: int, seed: int, work: Path) -> dict:
+    """Run the harness (see the module docstring); returns its record."""
+    import shutil
+
     rng = random.Random(seed)
     work.mkdir(parents=True, exist_ok=True)
-    reference, out, cache = work / "reference" / "run", work / "crashed" / "run", work / "cache"
+    reference, old_reference = work / "reference" / "run", work / "reference_old" / "run"
+    out, cache = work / "crashed" / "run", work / "cache"
     duration = _finish(reference, work / "reference_cache", overwrite=False)
+    _finish(old_reference, work / "reference_cache", overwrite=False, variant="old")
     record: dict = {"kills": kills, "seed": seed, "reference_s": round(duration, 1), "killed": 0,
                     "finished_before_kill": 0, "stages": Counter(), "intact_after_overwrite_kill": 0,
-                    "overwrite_kills": 0}
-    phases = [("run", kills // 2), ("overwrite", kills - kills // 2)]
-    for phase, n in phases:
+                    "overwrite_kills": 0, "problems": []}
+
+    def fresh(overwrite: bool) -> None:
+        """A new start: phase "run" from nothing; phase "overwrite" from a finished old run."""
+        shutil.rmtree(out.parent, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
+        if overwrite:
+            _finish(out, cache, overwrite=False, variant="old")
+
+    for phase, n in (("run", kills // 2), ("overwrite", kills - kills // 2)):
         overwrite = phase == "overwrite"
-        for _ in range(n):
+        fresh(overwrite)
+        killed, tries = 0, 0
+        while killed < n and tries < 3 * n:  # a try that finishes first is not a kill
+            tries += 1
             proc = _spawn(out, cache, overwrite)
             try:
                 proc.wait(timeout=rng.uniform(0.0, duration))
-                record["finished_before_kill"] += 1
-                if proc.returncode != 0:
-                    raise RuntimeError(f"a resumed run failed (exit {proc.returncode}):\n"
-                                       f"{proc.stderr.read().decode()[-3000:]}")
-                continue
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
-            record["killed"] += 1
-            staged = out / ".staging"
-            if not overwrite:
-                stage = _stage(out)
-            else:
-                stage = _stage(staged) if staged.is_dir() else "set-up (nothing staged yet) or swapped"
-            record["stages"][f"{phase}: {stage}"] += 1
-            if overwrite:
-                record["overwrite_kills"] += 1
-                record["intact_after_overwrite_kill"] += _same_as(reference, out)
+                killed += 1
+                record["killed"] += 1
+                staged = out / ".staging"
+                stage = _stage(staged) if overwrite and staged.is_dir() else \
+                    ("set-up (nothing staged yet)" if overwrite else _stage(out))
+                record["stages"][f"{phase}: {stage}"] += 1
+                if overwrite:  # the folder holds the old run, or the new one once swapped: never a mix
+                    record["overwrite_kills"] += 1
+                    record["intact_after_overwrite_kill"] += _same_as(old_reference, out) or _same_as(reference, out)
+                continue
+            if proc.returncode != 0:
+                raise RuntimeError(f"a resumed run failed (exit {proc.returncode}):\n{proc.stderr.read().decode()[-3000:]}")
+            record["finished_before_kill"] += 1  # a finished run: check it, then start again
+            record["problems"] += _check(reference, out, cache)
+            fresh(overwrite)
         _finish(out, cache, overwrite)
-    comparison = compare_results(reference, out)
-    checked, problems = verify(Cache(cache))
-    record.update(equal=comparison.identical, comparison=comparison.summary(5), cache_entries=checked,
-                  cache_problems=[f"{p.entry.path.name}: {p.reason}" for p in problems],
-                  leftovers=leftovers(out.parent, cache), stages=dict(sorted(record["stages"].items())))
-    record["ok"] = bool(record["equal"] and not record["cache_problems"] and not record["leftovers"])
+        record["problems"] += _check(reference, out, cache)
+    record["stages"] = dict(sorted(record["stages"].items()))
+    record["ok"] = not record["problems"]
     return record
 
 
@@ -171,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="scratch folder (default: a new temporary folder)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--overwrite", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default="full", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        return _worker(args.worker, args.overwrite)
+        return _worker(args.worker, args.overwrite, args.variant)
     if args.kills < 1:
         parser.error(f"--kills must be >= 1, got {args.kills}")
     import tempfile
@@ -184,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     record["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(record, indent=2))
     print(f"{'OK' if record['ok'] else 'FAILED'}: {record['killed']} of {args.kills} tries killed a run "
-          f"({record['finished_before_kill']} finished first); final results "
-          f"{'equal' if record['equal'] else 'DIFFER'}; cache problems {len(record['cache_problems'])}; "
-          f"leftovers {len(record['leftovers'])}; overwrite kills that left the old run intact "
+          f"({record['finished_before_kill']} finished first and were checked too); every finished run "
+          f"{'equal to the uninterrupted one, cache clean, nothing left behind' if record['ok'] else 'NOT OK'}; "
+          f"overwrite kills after which the folder held a complete run (old or new) "
           f"{record['intact_after_overwrite_kill']}/{record['overwrite_kills']}")
     return 0 if record["ok"] else 1
 

@@ -76,6 +76,16 @@ class PlantedTrack:
 
 
 @dataclass(frozen=True)
+class PlantedWithinTrack:
+    """Within-class planted targets (benchmark.tracks.planted): both parts of a planted channel
+    serve the SAME class, planted into the same models as the planted track's between-class
+    pairs (its model seeds, layers, fine-tuning and validity filter)."""
+
+    enabled: bool = False
+    num_channels: int = 2  # within-class candidate pairs per (model seed, layer)
+
+
+@dataclass(frozen=True)
 class PairsTrack:
     enabled: bool = True
     layer: str | None = None
@@ -104,6 +114,7 @@ class DetectionTrack:
 @dataclass(frozen=True)
 class TracksConfig:
     planted: PlantedTrack = field(default_factory=PlantedTrack)
+    planted_within: PlantedWithinTrack = field(default_factory=PlantedWithinTrack)
     pairs: PairsTrack = field(default_factory=PairsTrack)
     layer: LayerTrack = field(default_factory=LayerTrack)
     detection: DetectionTrack = field(default_factory=DetectionTrack)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -181,6 +181,52 @@ def choose_planting_pairs(
         chosen.append(((a, b), (class_ids[ta], class_ids[tb])))
         used |= {a, b}
         used_classes |= {ta, tb}
+        if len(chosen) == num_pairs:
+            break
+    return chosen
+
+
+def choose_within_class_pairs(
+    stats: LayerStats,
+    num_pairs: int,
+    exclude: Iterable[int] = (),
+) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Up to ``num_pairs`` WITHIN-class candidate plantings ``((a, b), (c, c))``: two channels
+    whose top class (:func:`class_selectivity`) is the same class c, so both parts serve the
+    same concept and a gate by the class label cannot tell their images apart.
+
+    Per class, the pair of its selective channels (selectivity > 0, not in ``exclude``) whose
+    top references (the capture's top-``k`` images by maximum activation) overlap least is
+    its candidate (they respond to different images of c: the planted truth then splits the
+    class); classes are taken by that overlap, lowest first (ties: higher selectivity of the
+    weaker channel, then smaller channels), each channel and class once. Fit statistics only.
+    """
+    if num_pairs < 1:
+        raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
+    excluded = set(int(c) for c in exclude)
+    by_class: dict[int, list[ChannelSelectivity]] = {}
+    for s in class_selectivity(stats):
+        if s.selectivity > 0 and s.channel not in excluded:
+            by_class.setdefault(s.top_class, []).append(s)
+    refs = stats.top_max_ids
+    scored = []
+    for c, members in sorted(by_class.items()):
+        best = None
+        for i, sa in enumerate(members):
+            for sb in members[i + 1:]:
+                a, b = sorted((sa.channel, sb.channel))
+                overlap = len(set(refs[a].tolist()) & set(refs[b].tolist())) / max(1, refs.shape[1])
+                key = (overlap, -min(sa.selectivity, sb.selectivity), a, b)
+                best = key if best is None or key < best else best
+        if best is not None:
+            scored.append((*best, c))
+    chosen: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    used: set[int] = set()
+    for _, _, a, b, c in sorted(scored):
+        if {a, b} & used:
+            continue
+        chosen.append(((a, b), (c, c)))
+        used |= {a, b}
         if len(chosen) == num_pairs:
             break
     return chosen

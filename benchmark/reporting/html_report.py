@@ -37,7 +37,7 @@ from benchmark.storage.cache import canonical_json
 
 TEMPLATES = Path(__file__).with_name("templates")
 ASSETS = ("report.css", "report.js")
-TRACK_ORDER = ("planted", "pairs", "layer", "detection")
+TRACK_ORDER = ("planted", "planted_within", "pairs", "layer", "detection")
 PART_CLASSES = ("part0", "part1", "part2", "part3")
 
 

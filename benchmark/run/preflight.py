@@ -54,6 +54,9 @@ def check_ranges(config: RunConfig) -> None:
     if t.planted.enabled and t.planted.num_channels < 1:
         raise ConfigError("tracks.planted.num_channels must be >= 1 when the planted track is enabled "
                           "(to skip the track set tracks.planted.enabled = false)")
+    if t.planted_within.enabled and t.planted_within.num_channels < 1:
+        raise ConfigError("tracks.planted_within.num_channels must be >= 1 when the track is enabled "
+                          "(to skip it set tracks.planted_within.enabled = false)")
     if not 0.0 <= config.capture.tau <= 1.0:
         raise ConfigError(f"capture.tau must be in [0, 1], got {config.capture.tau}")
     if config.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", config.device):
@@ -139,7 +142,8 @@ def check_layers(config: RunConfig) -> None:
         except UnknownLayerError as err:
             raise UnknownLayerError(f"{key}: {err}") from None
         convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-        if key.startswith("tracks.planted") and config.tracks.planted.enabled and not isinstance(module, nn.Conv2d):
+        planting = config.tracks.planted.enabled or config.tracks.planted_within.enabled
+        if key.startswith("tracks.planted") and planting and not isinstance(module, nn.Conv2d):
             raise ConfigError(f"{key}: planting merges two channels of a Conv2d; {layer!r} is a "
                               f"{type(module).__name__}. Conv2d layers: {', '.join(convs)}")
         shape = _output_shape(model, module, config)

@@ -12,6 +12,13 @@ seed on the same world data) and every layer in ``tracks.planted.layers``:
    the planted channels (:mod:`benchmark.planting.functional`; cached);
 4. validity filter on held-out statistics of the tuned model (:mod:`benchmark.planting.validity`).
 
+With ``tracks.planted_within`` enabled, ``num_channels`` WITHIN-class pairs per (model seed,
+layer) are planted into the same models (:func:`benchmark.planting.merge.choose_within_class_pairs`:
+two channels selective to the same class, whose top references overlap least); both parts
+then serve one class, so a gate by the label cannot assign the images. They form the track
+``planted_within`` (reported apart from the between-class ``planted`` track); the two
+builders share one planting (memoised in the run's memo).
+
 Accepted candidates become targets (``Target.model`` = ``"<model>@seed<s>"``, so targets of
 different model seeds never share a key); each has its own context (the tuned model, its
 fit statistics, the planted track's held-out images). ``info["candidates"]`` records every
@@ -29,7 +36,7 @@ from benchmark.core.types import Context, Target
 from benchmark.engine.capture import CaptureSpec, cached_capture
 from benchmark.engine.environment import Environment, _spread
 from benchmark.planting.functional import FunctionalSchedule, cached_finetune
-from benchmark.planting.merge import accuracy, choose_planting_pairs, mean_responses, plant
+from benchmark.planting.merge import accuracy, choose_planting_pairs, choose_within_class_pairs, mean_responses, plant
 from benchmark.planting.validity import ValidityRule, assess, concept_measures
 from benchmark.sources.datasets import ImageDataset, Subset
 from benchmark.tracks.plan import TrackPlan, wordnet_unrelated
@@ -59,8 +66,23 @@ def _check(config: RunConfig, seeds: list[int], layers: list[str]) -> None:
         raise ConfigError(f"tracks.planted.num_channels must be >= 1, got {config.tracks.planted.num_channels}")
 
 
-def planted_track(env: Environment, config: RunConfig):
+def planted_track(env: Environment, config: RunConfig) -> TrackPlan:
+    """The between-class planted track."""
+    return _plans(env, config)["planted"]
+
+
+def planted_within_track(env: Environment, config: RunConfig) -> TrackPlan:
+    """The within-class planted track (both parts serve one class)."""
+    return _plans(env, config)["planted_within"]
+
+
+def _plans(env: Environment, config: RunConfig) -> dict[str, TrackPlan]:
+    return env.memo.get("planted_plans", (env, config), (), lambda: _plant_all(env, config), 1)
+
+
+def _plant_all(env: Environment, config: RunConfig) -> dict[str, TrackPlan]:
     cfg = config.tracks.planted
+    kinds = [k for k, on in (("planted", cfg.enabled), ("planted_within", config.tracks.planted_within.enabled)) if on]
     seeds = [int(s) for s in cfg.model_seeds] if cfg.model_seeds is not None else [env.seeds.model]
     layers = [str(layer) for layer in cfg.layers] or [env.layer(cfg.layer)]
     _check(config, seeds, layers)
@@ -83,12 +105,17 @@ def planted_track(env: Environment, config: RunConfig):
         acc_original = accuracy(base, heldout, config.batch_size, env.device)
         for layer in layers:
             base_stats = env.context(layer, base).stats
-            chosen = choose_planting_pairs(base_stats, cfg.num_channels, unrelated,
-                                           max_profile_correlation=cfg.max_part_correlation)
+            chosen = [("planted", c) for c in choose_planting_pairs(
+                base_stats, cfg.num_channels, unrelated, max_profile_correlation=cfg.max_part_correlation)
+                if "planted" in kinds]
+            if "planted_within" in kinds:
+                used = {ch for _, (pair, _) in chosen for ch in pair}
+                chosen += [("planted_within", c) for c in choose_within_class_pairs(
+                    base_stats, config.tracks.planted_within.num_channels, exclude=used)]
             if not chosen:
                 continue
-            pairs = [p for p, _ in chosen]
-            classes = [((ta,), (tb,)) for _, (ta, tb) in chosen]
+            pairs = [p for _, (p, _) in chosen]
+            classes = [((ta,), (tb,)) for _, (_, (ta, tb)) in chosen]
             offsets = mean_responses(base, layer, base_stats, env.fit.images([0]).to(env.device))
             merged, truths = plant(base, layer, pairs, classes, offsets=offsets)
             tuned = cached_finetune(merged, layer, [a for a, _ in pairs], env.fit, _schedule(config, seed),
@@ -99,34 +126,47 @@ def planted_track(env: Environment, config: RunConfig):
             accuracies[f"seed{seed}/{layer}"] = {k: round(v, 4) for k, v in group.items()}
             merged_stats, tuned_stats = heldout_stats(merged, layer), heldout_stats(tuned, layer)
             context = dataclasses.replace(env.context(layer, tuned, truths), heldout=heldout)
-            for (a, b), concepts in zip(pairs, classes):
+            for (kind, _), (a, b), concepts in zip(chosen, pairs, classes):
                 verdict = assess(truths[a], tuned_stats, context.stats, env.fit, rule, config.batch_size, env.device)
                 before = concept_measures(merged_stats, a, concepts)
-                record = {"model_seed": seed, "layer": layer, "channel": a, "source_channels": [a, b],
+                record = {"track": kind, "model_seed": seed, "layer": layer, "channel": a, "source_channels": [a, b],
                           "classes": [list(c) for c in concepts],
                           **{f"accuracy_{k}": round(v, 4) for k, v in group.items()}, **verdict,
                           **{f"merged_{k}": round(v, 4) for k, v in before.items() if not k.startswith("images")}}
                 candidates.append(record)
                 if verdict["accepted"]:
                     target = Target(f"{config.model.name}@seed{seed}", layer, a, concepts=concepts)
-                    targets.append(target)
+                    targets.append((kind, target))
                     contexts[target] = context
                     model_seeds[target] = seed
-    info = {"candidates": candidates, "accepted": len(targets), "rejected": len(candidates) - len(targets),
-            "model_seeds": seeds, "layers": layers, "heldout_images": len(heldout), "accuracy": accuracies,
-            "validity_rule": dataclasses.asdict(rule), "schedule": dataclasses.asdict(_schedule(config, seeds[0]))}
+    common = {"model_seeds": seeds, "layers": layers, "heldout_images": len(heldout), "accuracy": accuracies,
+              "validity_rule": dataclasses.asdict(rule), "schedule": dataclasses.asdict(_schedule(config, seeds[0]))}
+    plans = {}
+    for kind in kinds:
+        mine = [c for c in candidates if c["track"] == kind]
+        accepted = tuple(t for k, t in targets if k == kind)
+        required = cfg.required if kind == "planted" else False
+        plans[kind] = _plan(env, kind, mine, accepted, contexts, model_seeds, layers, required,
+                            {"candidates": mine, "accepted": len(accepted), "rejected": len(mine) - len(accepted),
+                             **common})
+    return plans
+
+
+def _plan(env: Environment, kind: str, candidates: list[dict], targets: tuple[Target, ...], contexts: dict,
+          model_seeds: dict, layers: list[str], required: bool, info: dict) -> TrackPlan:
     if not targets:
         examples = "; ".join(f"seed {c['model_seed']} {c['layer']}#{c['channel']}: {c['reasons'][0]}"
                              for c in candidates[:3])
         message = (f"no planted candidate passed the validity filter ({len(candidates)} tried"
                    f"{', e.g. ' + examples if examples else ''})")
-        if cfg.required:
+        if required:
             raise ValueError(f"{message}; relax tracks.planted.min_* or plant in other layers "
                              "(or set tracks.planted.required = false to run the other tracks without it)")
-        warnings.warn(f"planted track: {message}; the run goes on without planted targets "
+        warnings.warn(f"{kind} track: {message}; the run goes on without planted targets on this track "
                       "(tracks.planted.required = false; every candidate and its reasons are in run.json)",
                       stacklevel=2)
         info["skipped"] = message
-        return TrackPlan("planted", "split", env.context(layers[0]), (), info)
-    return TrackPlan("planted", "split", contexts[targets[0]], tuple(targets), info,
-                     contexts=contexts, model_seeds=model_seeds)
+        return TrackPlan(kind, "split", env.context(layers[0]), (), info)
+    mine = {t: contexts[t] for t in targets}
+    return TrackPlan(kind, "split", mine[targets[0]], targets, info, contexts=mine,
+                     model_seeds={t: model_seeds[t] for t in targets})

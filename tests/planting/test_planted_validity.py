@@ -57,3 +57,24 @@ def test_merged_margin_and_pair_choice_known_answer():
     chosen = choose_planting_pairs(s, 3, unrelated=lambda a, b: (a, b) not in related, max_profile_correlation=1.0)
     assert chosen[0] == ((0, 1), (0, 2))
     assert len(chosen) == 1  # every channel once
+
+
+def test_within_class_pairs_pair_channels_of_one_class_with_the_least_shared_references():
+    from benchmark.planting.merge import choose_within_class_pairs
+
+    # classes 0..2; channels 0, 1, 2 prefer class 0, channels 3, 4 class 1, channel 5 class 2 (alone)
+    means = torch.tensor([[5.0, 4.0, 3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 6.0, 5.0, 0.0],
+                          [0.0, 0.0, 0.0, 0.0, 0.0, 2.0]], dtype=torch.float64)
+    refs = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 9],   # 0 and 1 share 3 of 4 references
+                         [4, 5, 6, 7],                 # 2 shares none with 0 or 1
+                         [10, 11, 12, 13], [13, 14, 15, 16], [20, 21, 22, 23]])
+    s = LayerStats(class_counts=torch.full((3,), 10), input_sum=torch.zeros(3, 1, dtype=torch.float64),
+                   output_sum=means * 10, top_max_ids=refs, top_max_values=torch.ones(6, 4),
+                   top_mean_ids=refs, top_mean_values=torch.ones(6, 4))
+    # class 0: (0, 2) and (1, 2) share nothing (all selectivities are 1): the smaller channels win -> (0, 2);
+    # class 1: (3, 4) share one of four -> after class 0; class 2 has one channel: no pair
+    assert choose_within_class_pairs(s, 5) == [((0, 2), (0, 0)), ((3, 4), (1, 1))]
+    assert choose_within_class_pairs(s, 1) == [((0, 2), (0, 0))]
+    assert choose_within_class_pairs(s, 5, exclude=[2]) == [((3, 4), (1, 1)), ((0, 1), (0, 0))]
+    with pytest.raises(ValueError, match="num_pairs must be >= 1"):
+        choose_within_class_pairs(s, 0)
