@@ -17,7 +17,7 @@ import pytest
 import torch
 
 EXPECTED = Path(__file__).resolve().parents[1] / "data" / "tiny_results.csv"
-RTOL, ATOL = 1e-5, 1e-7
+RTOL, ATOL = 1e-5, 1e-5  # float32 noise: e.g. |own - 1| is 2e-7 instead of 0 with another thread layout
 
 
 def _run(folder: Path, threads: int) -> Path:
