@@ -74,7 +74,7 @@ CATALOGUE = [
     ("an unwritable cache folder, or a file where the cache should be", "one line naming the folder",
      "tests/storage/test_cache_safety.py::test_unwritable_or_file_root_fails_with_one_line"),
     ("a full disk (ENOSPC while writing)", "one line; nothing half-written; the old run intact",
-     "tests/run/test_run_folder.py::test_a_full_disk_or_unwritable_folder_is_one_line"),
+     f"{HERE}::test_a_full_disk_during_an_overwrite_leaves_the_old_run_intact"),
     ("a pickle or truncated file in a run folder's traces/", "refused by name, never unpickled",
      "tests/engine/test_traces.py::test_anything_else_in_traces_is_refused_and_never_unpickled"),
     ("`..` or markup in a target, method or image name of a run folder",
@@ -251,3 +251,37 @@ def test_names_from_a_run_folder_never_leave_it(tmp_path):
     prune_thumbnails(out / "cards", out / "thumbs")  # deletes inside thumbs/ only
     assert (tmp_path / "outside.webp").read_bytes() == b"keep me"
     shutil.rmtree(out)
+
+
+def test_a_full_disk_during_an_overwrite_leaves_the_old_run_intact(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import benchmark.run.runner as runner_module
+    from benchmark.cli import main
+
+    old = Runner(tiny_config(tmp_path, methods=["identity"], **{"tracks.detection.enabled": False}),
+                 output_dir=tmp_path / "run", progress=False).run()
+    before = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    real_write = runner_module.atomic_write
+    calls = {"n": 0}
+
+    def filling_up(path, write):
+        calls["n"] += 1
+        if calls["n"] < 3:
+            return real_write(path, write)
+
+        def half_then_full(tmp):  # the disk fills up in the middle of a file
+            Path(tmp).write_text("half a file")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+        return real_write(path, half_then_full)
+
+    monkeypatch.setattr(runner_module, "atomic_write", filling_up)
+    code = main(["run", str(tmp_path / "tiny.toml"), "--output", str(old), "--overwrite", "--quiet",
+                 "--set", "tracks.detection.enabled=false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and len(err.strip().splitlines()) == 1
+    after = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()
+             if ".staging" not in p.relative_to(old).parts}
+    assert after == before  # the old run is untouched
+    assert not [p for p in old.rglob("*.tmp")]  # nothing half-written

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import metrics.embedding_separation as es
 from benchmark.core.registry import METHODS, METRICS
 from benchmark.core.types import NotApplicable, Split
+from tests.fakes import build_plugin
 from tests.metrics.test_contracts import SPLIT_METRICS, check_columns, fitted, flat_embedder, planted_context, small
 
 PROPERTY = settings(max_examples=30, deadline=None, derandomize=True,
@@ -117,3 +118,32 @@ def test_degenerate_splits_get_values_in_bounds_or_not_applicable(metric_name, k
     out = _score(metric, split)
     if out is not None:
         check_columns(metric, out)  # finite and inside the declared bounds
+
+
+@PROPERTY
+@given(k=st.integers(2, 4))
+def test_copies_of_the_channel_score_no_separation_on_the_truth_and_crop_columns(k):
+    """The stated values of a no-op split: k copies of the channel (duplicate) recover nothing
+    beyond the channel (recovery 0), assign every pool image to one neuron (ARI 0) and
+    separate nothing (separation 0), for any k."""
+    split = build_plugin(METHODS.get("duplicate"), k=k, n_ref=16).fit(*planted_context())
+    recovery = _score(small("planted_recovery"), split)
+    separation = _score(small("embedding_separation"), split)
+    assert abs(recovery["recovery"]) < 1e-6 and recovery.get("ari", 0.0) == 0.0
+    assert separation["separation"] == 0.0
+
+
+def test_a_single_held_out_image_gets_values_or_not_applicable_never_nan():
+    from benchmark.sources.datasets import Subset
+
+    ctx, target = planted_context()
+    one = dataclasses.replace(ctx, heldout=Subset(ctx.heldout, [0]), memo=type(ctx.memo)())
+    split = fitted("oracle")
+    for name in SPLIT_METRICS:
+        metric = small(name)
+        with mock.patch.object(es, "_build_embedder", lambda n, a: flat_embedder()):
+            try:
+                out = metric.score(split, one)
+            except NotApplicable:
+                continue
+        check_columns(metric, out)
