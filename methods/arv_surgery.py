@@ -183,7 +183,8 @@ def _check_target(context: Context, target: Target) -> tuple[tuple[int, ...], ..
     for i, concept in enumerate(target.concepts):
         for t in concept:
             if t in seen:
-                raise ValueError(f"class {t} is in concept {seen[t]} and concept {i}: concepts must be disjoint")
+                raise NotApplicable(f"{NAME} splits a channel between disjoint concepts, but class {t} is in concept "
+                                    f"{seen[t]} and concept {i} (a within-class target): no concept to split by")
             seen[t] = i
         if len(context.fit.indices_of(list(concept))) == 0:
             raise ValueError(f"concept {i} (classes {concept}) has no images in the fit set")

@@ -216,7 +216,7 @@ def test_bad_input_is_refused_specifically():
         method.fit(ctx, Target("tiny", "conv2", 0))
     with pytest.raises(NotApplicable, match=">= 2 concepts"):
         method.fit(ctx, Target("tiny", "conv2", 0, ((0,),)))
-    with pytest.raises(ValueError, match="disjoint"):
+    with pytest.raises(NotApplicable, match="splits a channel between disjoint concepts, but class 1"):
         method.fit(ctx, Target("tiny", "conv2", 0, ((0, 1), (1,))))
     with pytest.raises(ValueError, match="out of range"):
         method.fit(ctx, Target("tiny", "conv2", 0, ((0,), (9,))))
