@@ -3,7 +3,7 @@ chromedriver, which `make test` installs):
 
     python scripts/report_screenshots.py results [--card planted-...-pure.html]
 
-writes RUN_DIR/report_index.png and RUN_DIR/split_card.png (the first planted card of the
+writes RUN_DIR/report_index.png and RUN_DIR/split_card.png (the first between-class planted card of the
 method given by --method, default pure, unless --card names one).
 """
 from __future__ import annotations
@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="pure")
     args = parser.parse_args(argv)
     run = Path(args.run_dir)
-    cards = sorted((run / "report" / "cards").glob("planted-*.html"))
+    cards = sorted((run / "report" / "cards").glob("planted_blocks*.html"))
     card = run / "report" / "cards" / args.card if args.card else \
-        next((c for c in cards if c.stem.endswith("-" + args.method)), cards[0] if cards else None)
+        next((c for c in cards if c.stem.endswith("_" + args.method)), cards[0] if cards else None)
     if card is None or not card.is_file():
         raise SystemExit(f"no card to show in {run / 'report' / 'cards'}; run `polysemy report {run}` first")
     driver = _driver(1400, 1500)
