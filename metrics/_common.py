@@ -9,13 +9,14 @@ is 0.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from benchmark.core.types import Context, Split
 from benchmark.engine.layers import channel_activation, check_channel, frozen_parameters, get_layer
+from benchmark.engine.pool import batches as batches  # re-exported: the metrics batch through it
 from benchmark.sources.datasets import ImageDataset
 
 
@@ -30,17 +31,6 @@ def concept_indices(dataset: ImageDataset, concepts: Sequence[Sequence[int]] | N
         return torch.arange(len(dataset))
     classes = sorted({int(t) for cs in concepts for t in cs})
     return dataset.indices_of(classes)
-
-
-def batches(dataset: ImageDataset, indices: Tensor | Sequence[int], batch_size: int,
-            device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor]]:
-    """(images, labels) of ``dataset[indices]`` in chunks of ``batch_size``, on ``device``."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    idx = torch.as_tensor(indices, dtype=torch.long).flatten()
-    for start in range(0, idx.numel(), batch_size):
-        chunk = idx[start:start + batch_size]
-        yield dataset.images(chunk).to(device), dataset.labels[chunk].to(device)
 
 
 def spatial_sum(maps: Tensor) -> Tensor:

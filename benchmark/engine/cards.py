@@ -83,6 +83,16 @@ class _TargetImages:
         self.context, self.layer, self.channel, self.thumbs = context, layer, channel, thumbs
         self.boxes: dict[int, list[float]] = {}
         self.names: dict[int, str] = {}
+        self._owners: dict[int, Tensor | None] = {}
+
+    def owners(self, ids: Tensor, pool_size: int) -> Tensor | None:
+        """The planted part driving each pool image (None without planted truth): it depends
+        on the target only, so every method's card shares it."""
+        if pool_size not in self._owners:
+            truth = self.context.planted.get(self.channel)
+            self._owners[pool_size] = (positive_sums(truth.parts_fn, self.context, ids).argmax(1)
+                                       if truth is not None else None)
+        return self._owners[pool_size]
 
     def prepare(self, ids: Sequence[int]) -> None:
         todo = [i for i in dict.fromkeys(int(j) for j in ids) if i not in self.names]
@@ -128,14 +138,14 @@ def compute_card(split: Split, context: Context, thumbs: Path, n_original: int =
     response = positive_sums(split.activations, context, ids)  # (n, k)
     maxima = heldout_max_activations(context, t.layer)[ids, t.channel]  # the pool's ranking
     truth = context.planted.get(t.channel)
-    owners = positive_sums(truth.parts_fn, context, ids).argmax(1) if truth is not None else None
+    images = _images_of(context, split, thumbs)
+    owners = images.owners(ids, pool_size)
     shown_original = list(range(min(n_original, ids.numel())))
     per = []
     for i in range(split.k):
         mine = (labels == i).nonzero().flatten()
         order = mine[torch.argsort(-response[mine, i], stable=True)][:per_neuron] if mine.numel() else mine
         per.append(order.tolist())
-    images = _images_of(context, split, thumbs)
     images.prepare([int(ids[j]) for j in shown_original + [j for rows in per for j in rows]])
     heldout = context.heldout
 

@@ -31,7 +31,10 @@ MEMO_SECTION, MEMO_SIZE = 'heldout_max_activations', 4  # context.memo section: 
 
 
 def batches(dataset, indices: Tensor, batch_size: int, device) -> Iterator[tuple[Tensor, Tensor]]:
-    """(images, labels) of ``dataset[indices]`` in chunks of ``batch_size``, on ``device``."""
+    """(images, labels) of ``dataset[indices]`` in chunks of ``batch_size``, on ``device``
+    (the one implementation: metrics import it through ``metrics._common``)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     idx = torch.as_tensor(indices, dtype=torch.long).flatten()
     for start in range(0, idx.numel(), batch_size):
         chunk = idx[start:start + batch_size]

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from benchmark.core.budget import StageTimer, prepare_units
 from benchmark.core.config import ConfigError, RunConfig
 from benchmark.core.errors import plugin_code
+from benchmark.core.finite import bad_rows
 from benchmark.core.plugins import Metric
 from benchmark.core.registry import METHODS, METRICS, Registry, hyperparameters
 from benchmark.core.types import NotApplicable, Split, Target
@@ -96,7 +97,7 @@ def _non_finite(split: Split, context) -> str:
         if split.residual_fn is not None:
             outputs.append(("residual", split.residual_fn(images)))
     for what, values in outputs:
-        bad = int((~torch.isfinite(values)).flatten(1).any(1).sum())
+        bad = int(bad_rows(values).sum())
         if bad:
             return f"non-finite values: the method's {what} are NaN or inf on {bad} of {n} held-out images"
     return ""
