@@ -122,6 +122,8 @@ class FactorGamma(Metric):
             raise NotApplicable("only the synthetic world has generating factors (its classes are not this dataset's)")
         if getattr(context.stats, "importance_counts", None) is None:
             raise NotApplicable("the capture statistics hold no importance counts (needed for channel relevance)")
+        if "layer" in table and table.groupby(["model", "layer"]).ngroups > 1:
+            raise NotApplicable("the factor truth reads one (model, layer)'s statistics; this table spans several")
         relevant = context.stats.relevant_classes(self.p).cpu().numpy()
         return factor_truth(relevant, primitives, table["channel"].astype(int).tolist(),
                             [_as_classes(a) for a in table["concept_a"]], [_as_classes(b) for b in table["concept_b"]],

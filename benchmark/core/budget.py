@@ -35,19 +35,30 @@ class StageTimer:
 
 
 def prepare_units(units, done: Callable, timer: StageTimer) -> None:
-    """Calls ``method.instance.prepare(plan.context, targets)`` once per (split plan, method)
-    with the targets whose units are not done yet (``done(plan, method, target)``), and
-    ``prepare_detection(plan.context, plan.targets)`` for a pending detection unit."""
-    pending: dict[tuple[int, int], tuple] = {}
+    """Calls ``method.instance.prepare(context, targets)`` once per (split plan, method,
+    context) with the targets whose units are not done yet (``done(plan, method, target)``),
+    and ``prepare_detection(context, targets)`` per context of a pending detection unit."""
+    pending: dict[tuple[int, int, int], tuple] = {}
     for plan, method, target in units:
         hook = "prepare" if plan.kind == "split" else "prepare_detection"
         if not method.instance.has_prepare(hook) or done(plan, method, target):
             continue
-        entry = pending.setdefault((id(plan), id(method)), (plan, method, hook, []))
-        entry[3].append(target)
-    for plan, method, hook, targets in pending.values():
+        context = plan.context_of(target) if target is not None else plan.context
+        entry = pending.setdefault((id(plan), id(method), id(context)), (plan, method, hook, context, []))
+        entry[4].append(target)
+    for plan, method, hook, context, targets in pending.values():
         with timer("prepare", method.name), plugin_code("method", method.name, method.instance):
             if hook == "prepare":
-                method.instance.prepare(plan.context, tuple(targets))
+                method.instance.prepare(context, tuple(targets))
             else:
-                method.instance.prepare_detection(plan.context, plan.targets)
+                for ctx, mine in by_context(plan):
+                    method.instance.prepare_detection(ctx, mine)
+
+
+def by_context(plan) -> list[tuple]:
+    """(context, targets) of a plan, its targets grouped by context in target order."""
+    groups: dict[int, tuple] = {}
+    for t in plan.targets:
+        ctx = plan.context_of(t)
+        groups.setdefault(id(ctx), (ctx, []))[1].append(t)
+    return [(ctx, tuple(ts)) for ctx, ts in groups.values()]

@@ -28,7 +28,11 @@ class ModelConfig:
     name: str = "world_cnn"
     weights: str | None = None  # file path or tag; None = the model's default
     layer: str | None = None  # None = the model's ``default_layer``
+    layers: tuple = ()  # layers the pairs, layer, detection (and planted) tracks study; () = [layer]
     seed: int | None = None  # model seed (world CNN initialisation and shuffling); None = ``seed``
+    # further subject models studied on the same data by every track: [{name = ..., layers = [...]}, ...]
+    # (their targets carry their model's name; benchmark.engine.environment.Subject)
+    extra: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,13 @@ class DataConfig:
 class CaptureConfig:
     top_k: int = 100
     tau: float = 0.03
+    # None: tau as given. A number m: tau is calibrated per (model, layer) on the FIT split so that on
+    # average m channels per fit image are important (benchmark.engine.tau_calibration); recorded in run.json
+    important_per_image: float | None = None
+    calibration_images: int = 256  # fit images (an even spread) the calibration reads
+    # None: the tracks' p as given. A number r: p is calibrated per (model, layer) from the fit statistics
+    # so that on average r channels are relevant per class (benchmark.engine.tau_calibration.calibrate_p)
+    relevant_per_class: float | None = None
     sample_vectors: int = 8192  # layer output vectors sampled in the capture pass (the SAE's training data)
 
 
@@ -198,6 +209,10 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is float and not isinstance(value, (int, float)):
         raise ConfigError(f"{path} must be a number, got {value!r}")
     if hint is float:
+        return float(value)
+    if hint == (float | None) and value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
         return float(value)
     if text.startswith("str") and value is not None and not isinstance(value, str):
         raise ConfigError(f"{path} must be a string, got {value!r}")

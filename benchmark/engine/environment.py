@@ -1,11 +1,17 @@
-"""The shared state of one run: the model, the fit/held-out data and one Context per layer.
+"""The shared state of one run: the subject models, the fit/held-out data and one Context
+per (model, layer).
 
-Contexts are built lazily and memoised, so every track and method that studies the same
-(model, layer) shares one capture pass (itself served from the cache across runs).
+A run studies ``model.name`` at ``model.layers`` (or ``model.layer``) and every model of
+``model.extra`` at its own layers: each (model, layer) is a :class:`Subject`. Contexts are
+built lazily and memoised, so every track and method that studies the same (model, layer)
+shares one capture pass (itself served from the cache across runs). With
+``capture.important_per_image`` set, each subject's tau is calibrated on the fit split first
+(:mod:`benchmark.engine.tau_calibration`; cached, recorded in ``calibrations``).
 """
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -18,14 +24,23 @@ from benchmark.core.memo import RunMemo
 from benchmark.core.registry import DATASETS, MODELS
 from benchmark.core.types import Context, PlantedTruth
 from benchmark.engine.capture import CaptureSpec, cached_capture
+from benchmark.engine.tau_calibration import calibrate_p, calibrate_tau
 from benchmark.sources.datasets import ImageDataset, Subset, without_unreadable
-from benchmark.storage.cache import Cache
+from benchmark.storage.cache import Cache, model_fingerprint
 
 
 def _call_with_supported(factory, **kwargs):
     """Call a registry factory with the (non-None) keyword arguments it names."""
     params = inspect.signature(factory).parameters
     return factory(**{k: v for k, v in kwargs.items() if k in params and v is not None})
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One (model, layer) a run studies; ``model`` is a registered model name."""
+
+    model: str
+    layer: str
 
 
 class Environment:
@@ -44,13 +59,23 @@ class Environment:
         self.seeds = config.seeds
         self.skipped_images: dict[str, list[str]] = {}  # split -> unreadable files left out
         self.model: nn.Module = self.load_model(self.seeds.model)
+        self.models: dict[str, nn.Module] = {config.model.name: self.model}
+        self._extra_layers: dict[str, list[str]] = {}
+        for entry in config.model.extra:
+            name, layers = extra_model_entry(entry)
+            if name in self.models:
+                raise ConfigError(f"model.extra: {name!r} is listed twice (or is model.name)")
+            self.models[name] = self.load_model(self.seeds.model, name)
+            self._extra_layers[name] = layers
+        self.calibrations: dict[str, dict[str, float]] = {}  # "<model>/<layer>" -> calibrated tau and its figures
         self.fit = self._load(dataset_factory, data.fit_split, data.fit_limit)
         self.heldout = self._load(dataset_factory, data.heldout_split, data.heldout_limit)
         self._contexts: dict[tuple, Context] = {}
 
-    def load_model(self, model_seed: int) -> nn.Module:
-        """The configured model for a model seed (world CNN: trained on the data seed's world)."""
-        factory = MODELS.get(self.config.model.name)
+    def load_model(self, model_seed: int, name: str | None = None) -> nn.Module:
+        """The configured model (or model ``name``) for a model seed (world CNN: trained on the
+        data seed's world)."""
+        factory = MODELS.get(name or self.config.model.name)
         model = _call_with_supported(factory, weights=self.config.model.weights, seed=model_seed,
                                      data_seed=self.seeds.data, progress=self.progress).to(self.device).eval()
         if self.device.type == "cuda":  # faster convolutions; numerically the same model
@@ -77,25 +102,80 @@ class Environment:
             raise ConfigError(f"model {self.config.model.name!r} has no default layer: set model.layer")
         return layer
 
+    def subjects(self, layer: str | None = None) -> list[Subject]:
+        """What a track studies: ``[model.name at layer]`` when the track names a layer, else
+        every (model, layer) of the run (``model.layers`` or ``[model.layer]``, then each
+        ``model.extra`` model at its layers)."""
+        name = self.config.model.name
+        if layer:
+            return [Subject(name, layer)]
+        own = [str(x) for x in self.config.model.layers] or [self.layer()]
+        return [Subject(name, x) for x in own] + [Subject(m, x) for m, layers in self._extra_layers.items()
+                                                   for x in layers]
+
+    def subject_context(self, subject: Subject) -> Context:
+        return self.context(subject.layer, self.models[subject.model], model_name=subject.model)
+
+    def tau(self, model: nn.Module, layer: str, model_name: str) -> float:
+        """The capture tau of (model, layer): ``capture.tau``, or calibrated on the fit split."""
+        cfg = self.config.capture
+        m = cfg.important_per_image
+        if m is None:
+            return cfg.tau
+        spec = {"model": model_fingerprint(model), "layer": layer, "dataset": self.fit.fingerprint,
+                "important_per_image": m, "images": cfg.calibration_images}
+        tensors = self.cache.get_or_compute("tau_calibration", spec, lambda: {
+            k: torch.tensor([v], dtype=torch.float64) for k, v in calibrate_tau(
+                model, layer, self.fit, m, cfg.calibration_images,
+                self.config.batch_size, self.device).items()})
+        figures = {k: float(v.item()) for k, v in tensors.items()}
+        self.calibrations.setdefault(f"{model_name}/{layer}", figures)
+        return figures["tau"]
+
+    def candidate_p(self, context: Context, p: float) -> float:
+        """The class share p of the candidate rule at ``context``: ``p`` as given, or calibrated
+        from the fit statistics (``capture.relevant_per_class``; recorded in ``calibrations``)."""
+        r = self.config.capture.relevant_per_class
+        if r is None:
+            return p
+        value = calibrate_p(context.stats, r)
+        record = self.calibrations.setdefault(f"{context.model_name}/{context.layer}", {})
+        record.update(p=value, relevant_per_class=float(r))
+        return value
+
     def context(self, layer: str, model: nn.Module | None = None,
-                planted: Mapping[int, PlantedTruth] | None = None) -> Context:
-        """The Context of ``layer`` for ``model`` (default: the run's model)."""
+                planted: Mapping[int, PlantedTruth] | None = None, model_name: str | None = None) -> Context:
+        """The Context of ``layer`` for ``model`` (default: the run's model; ``model_name``
+        names it, default ``model.name``)."""
         model = model if model is not None else self.model
+        name = model_name or self.config.model.name
         key = (layer, id(model))
         if key not in self._contexts:
-            spec = CaptureSpec(layer, top_k=self.config.capture.top_k, tau=self.config.capture.tau,
+            spec = CaptureSpec(layer, top_k=self.config.capture.top_k, tau=self.tau(model, layer, name),
                                batch_size=self.config.batch_size,
                                sample_vectors=self.config.capture.sample_vectors, sample_seed=self.seeds.method)
             stats = cached_capture(model, self.fit, spec, cache=self.cache, device=self.device,
                                    num_workers=self.config.num_workers, progress=self.progress,
-                                   model_name=self.config.model.name)
+                                   model_name=name)
             self._contexts[key] = Context(
-                model=model, model_name=self.config.model.name, layer=layer, fit=self.fit,
+                model=model, model_name=name, layer=layer, fit=self.fit,
                 heldout=self.heldout, stats=stats, device=self.device,
                 batch_size=self.config.batch_size, seed=self.seeds.method, cache=self.cache,
                 planted=dict(planted or {}), memo=self.memo,
             )
         return self._contexts[key]
+
+
+def extra_model_entry(entry) -> tuple[str, list[str]]:
+    """(name, layers) of one ``model.extra`` entry, checked."""
+    if not isinstance(entry, Mapping) or set(entry) - {"name", "layers"} or "name" not in entry:
+        raise ConfigError(f"model.extra entries are tables {{name = \"<model>\", layers = [\"<layer>\", ...]}}, "
+                          f"got {entry!r}")
+    MODELS.get(str(entry["name"]))  # an unknown name lists the registered models
+    layers = entry.get("layers", ())
+    if isinstance(layers, str) or not layers or not all(isinstance(x, str) for x in layers):
+        raise ConfigError(f"model.extra {entry['name']!r}: layers must be a non-empty list of layer names, got {layers!r}")
+    return str(entry["name"]), [str(x) for x in layers]
 
 
 def _spread(total: int, count: int) -> list[int]:

@@ -19,8 +19,11 @@ independent observations. Two methods are compared on the targets both have a va
   of a whole cluster's differences at once (exact over all ``2**G`` patterns of G clusters
   up to ``EXACT_MAX_N``, else a seeded Monte Carlo), and :func:`cluster_bootstrap_ci`
   resamples clusters, then targets within each drawn cluster (two-stage bootstrap; Davison &
-  Hinkley 1997, Sec. 3.8). With one model the targets are the units and the inference is
-  about that model (the captions say which).
+  Hinkley 1997, Sec. 3.8). Clusters are SEED DRAWS of one architecture (models named
+  ``<name>@seed<s>``, :func:`seed_clustered`); distinct named networks (EfficientNet-Lite0
+  and Lite1 on the real track) are fixed subjects, not draws from a population: there, as
+  with one model, the targets are the units and the inference is about those models (the
+  captions say which).
 * :func:`holm`: Holm's step-down adjustment (equal to ``statsmodels.stats.multitest``'s).
 * :func:`paired_comparisons`: every pair of methods per (track, metric, column): mean
   difference, its paired bootstrap CI, the sign-flip p and the Holm-adjusted p across the
@@ -93,6 +96,17 @@ def bootstrap_ci(values: Iterable[float], seed: int = 0, n_boot: int = N_BOOT,
     idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
     lo, hi = np.quantile(x[idx].mean(axis=1), [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def seed_clustered(models: Iterable[str]) -> bool:
+    """True when the targets come from two or more seed draws of one model (``name@seed<s>``
+    with the same name): resample and flip by model then. Distinct named models are fixed."""
+    draws: dict[str, set[str]] = {}
+    for model in set(models):
+        name, sep, seed = str(model).partition("@seed")
+        if sep:
+            draws.setdefault(name, set()).add(seed)
+    return any(len(seeds) > 1 for seeds in draws.values())
 
 
 def cluster_sign_flip_pvalue(diffs: Iterable[float], clusters: Sequence, seed: int = 0) -> float:
@@ -259,7 +273,7 @@ def _column_comparisons(g: pd.DataFrame, track: str, metric: str, column: str, h
                         n_boot: int, alpha: float) -> list[dict]:
     """The comparisons of one (track, metric, column): see :func:`paired_comparisons`."""
     wide = g.pivot_table(index=list(UNIT), columns="label", values="value", aggfunc="mean", sort=False)
-    clustered = g["model"].nunique() > 1
+    clustered = seed_clustered(g["model"])
     block = []
     for a, b in itertools.combinations(list(dict.fromkeys(g["label"])), 2):
         both = wide[[a, b]].dropna()

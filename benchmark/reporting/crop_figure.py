@@ -75,12 +75,12 @@ def reference_crop_figures(fig_dir: Path, plans_by_track: dict, methods, num_tar
         rows = []
         for m in methods:
             try:
-                split = m.instance.fit(plan.context, target)
+                split = m.instance.fit(plan.context_of(target), target)
             except NotApplicable:
                 continue
             if not split.reference_ids:
                 continue
-            for i, crops in enumerate(neuron_crops(split, plan.context, per_neuron)):
+            for i, crops in enumerate(neuron_crops(split, plan.context_of(target), per_neuron)):
                 concept = ""
                 if split.concepts and i < len(split.concepts):
                     concept = " (" + "+".join(names[c] for c in split.concepts[i]) + ")"

@@ -37,6 +37,7 @@ from benchmark.evaluation.statistics import (
     cluster_bootstrap_ci,
     leaders,
     paired_comparisons,
+    seed_clustered,
     seed_columns,
     seed_spread,
     target_values,
@@ -231,7 +232,7 @@ def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "
         if s.startswith("n"):
             board[(m, c, s)] = 0.0
     values = target_values(rows)
-    clustered = values["model"].nunique() > 1  # targets of several models: resample models, then targets
+    clustered = seed_clustered(values["model"])  # several model seeds: resample models, then targets
     seeds = seed_spread(rows).set_index(["label", "metric", "column"])
     for (label, metric, column), g in rows.groupby(["label", "metric", "column"], sort=False):
         if (metric, column) not in directions:

@@ -116,7 +116,7 @@ class _Fitted:
     def get(self, plan, method):
         split = self.splits.get((plan.track, method.name))
         if split is None or split.target != plan.targets[0]:
-            split = method.instance.fit(plan.context, plan.targets[0])  # may raise NotApplicable
+            split = method.instance.fit(plan.context_of(plan.targets[0]), plan.targets[0])  # may raise NotApplicable
         return split
 
 
@@ -128,7 +128,8 @@ def _fvis_grid(fig_dir: Path, plan, methods, figures, fitted: _Fitted) -> list[P
     if figures.fvis_size is not None:
         options["image_size"] = figures.fvis_size
     backend = FEATURE_VIS.get(figures.fvis_backend)(**options)
-    context, target = plan.context, plan.targets[0]
+    target = plan.targets[0]
+    context = plan.context_of(target)
     normalize = context.fit.from_unit_range
     settings = {"backend": figures.fvis_backend, **options}  # part of every cache key
 

@@ -15,6 +15,7 @@ from typing import Iterable
 from benchmark.core.config import ConfigError, RunConfig
 from benchmark.core.errors import MissingFileError
 from benchmark.core.registry import ARCHITECTURES, DATASETS, EMBEDDERS, FEATURE_VIS, MODELS
+from benchmark.engine.environment import extra_model_entry
 from benchmark.engine.layers import UnknownLayerError
 from benchmark.storage.cache import Cache, check_writable
 
@@ -121,6 +122,7 @@ def named_layers(config: RunConfig) -> list[tuple[str, str]]:
              ("tracks.layer.layer", t.layer.layer), ("tracks.detection.layer", t.detection.layer),
              ("tracks.planted.layer", t.planted.layer)]
     named += [("tracks.planted.layers", str(layer)) for layer in t.planted.layers]
+    named += [("model.layers", str(layer)) for layer in config.model.layers]
     return [(key, layer) for key, layer in named if layer]
 
 
@@ -175,6 +177,8 @@ def check_plugins(config: RunConfig, metrics: Iterable = ()) -> None:
     the config names; CLIP weights present (or the network reachable); embedders suited to
     the dataset."""
     MODELS.get(config.model.name)
+    for entry in config.model.extra:  # names and layer lists (layers are checked when the model loads)
+        extra_model_entry(entry)
     check_layers(config)
     DATASETS.get(config.data.dataset)
     embedders, backends = _plugin_components(metrics)

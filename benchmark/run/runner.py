@@ -296,7 +296,7 @@ class Runner:
         for t in tqdm(plan.targets, desc=f"detection {method.name}", leave=False, disable=not self.progress):
             try:
                 with plugin_code("method", method.name, method.instance):
-                    value = float(method.instance.polysemanticity(plan.context, t.channel, t.concepts[0],
+                    value = float(method.instance.polysemanticity(plan.context_of(t), t.channel, t.concepts[0],
                                                                   t.concepts[1]))
             except NotApplicable:  # e.g. a cosine of an all-zero vector: the pair is left out
                 skipped += 1
@@ -304,8 +304,9 @@ class Runner:
             if not math.isfinite(value):  # a NaN score is never ranked: left out and counted
                 skipped += 1
                 continue
-            records.append(dict(channel=t.channel, concept_a=t.concepts[0], concept_b=t.concepts[1], score=value))
-        table = pd.DataFrame(records, columns=["channel", "concept_a", "concept_b", "score"])
+            records.append(dict(channel=t.channel, concept_a=t.concepts[0], concept_b=t.concepts[1], score=value,
+                                model=t.model, layer=t.layer))
+        table = pd.DataFrame(records, columns=["channel", "concept_a", "concept_b", "score", "model", "layer"])
         atomic_write(self.work / "detection" / f"{method.name}-{key}.csv", lambda p: table.to_csv(p, index=False))
         rows = []
         for metric in metrics:
@@ -341,6 +342,7 @@ class Runner:
         info = provenance(self.config, env.device)
         info.update(identity={"id": self.folder.id, "code": self.folder.identity["code"]},
                     skipped_images=getattr(env, "skipped_images", {}),
+                    tau_calibration=getattr(env, "calibrations", {}),
                     timings=self.timings, tracks={p.track: {"targets": len(p.targets), **p.info} for p in plans},
                     cache={"root": str(self.cache.root), "hits": self.cache.hits, "misses": self.cache.misses})
         atomic_write_text(self.work / "run.json", json.dumps(info, indent=2, sort_keys=True, default=str))

@@ -51,6 +51,7 @@ KINDS: dict[str, str] = {
     "fvis_embeddings": "embedded feature visualisations of one run unit's virtual neurons",
     "fvis_images": "feature visualisations of the fvis_grid figure (per run unit, or per channel)",
     "sae_dictionaries": "sparse autoencoders trained on a layer's sampled output vectors (method sae)",
+    "tau_calibration": "the ARV importance threshold tau calibrated for one (model, layer) on the fit split",
 }
 # The modules that compute an entry of a kind. The key holds the fingerprint of these modules
 # AND of every module they import, directly or not (benchmark.storage.fingerprints reads the
@@ -61,6 +62,7 @@ KIND_CODE: dict[str, tuple[str, ...]] = {
     "pure_attributions": ("benchmark.engine.attribution", "benchmark.engine.attribution_backends", "methods.pure"),
     "functional_planting": ("benchmark.planting.functional",),
     "sae_dictionaries": ("methods.sae",),
+    "tau_calibration": ("benchmark.engine.tau_calibration",),
     "pure_crop_boxes": ("benchmark.engine.crops", "benchmark.engine.attribution_backends", "metrics._crop_boxes"),
     "fvis_embeddings": ("benchmark.engine.fvis._common", "benchmark.engine.fvis._objectives", "benchmark.engine.fvis.maco",
                         "metrics.embedding_separation"),

@@ -1,34 +1,39 @@
 """The pairs track (Hesse et al., CVPR-W 2025): channel + class pair, detected by the ARV
-paper's tau/p + gamma rule or given in the config (e.g. the 20 published ResNet-50 pairs)."""
+paper's tau/p + gamma rule on every (model, layer) the run studies (``max_pairs`` per
+(model, layer)), or given in the config for one layer of ``model.name`` (e.g. the 20
+published ResNet-50 pairs)."""
 from __future__ import annotations
 
 from benchmark.core.config import ConfigError, RunConfig
 from benchmark.core.types import Context, Target
-from benchmark.engine.environment import Environment
+from benchmark.engine.environment import Environment, Subject
 from benchmark.engine.relevance import detect_polysemantic_pairs
 from benchmark.tracks.plan import TrackPlan
 
 
 def pairs_track(env: Environment, config: RunConfig) -> TrackPlan:
     cfg = config.tracks.pairs
-    layer = env.layer(cfg.layer)
-    context = env.context(layer)
     builders = {"detected": _detected_pairs, "given": _given_pairs}
     if cfg.source not in builders:
         raise ConfigError(f"tracks.pairs.source must be one of {', '.join(builders)}, got {cfg.source!r}")
-    targets = builders[cfg.source](context, config)
-    return TrackPlan("pairs", "split", context, tuple(targets), {"source": cfg.source})
+    subjects = env.subjects(cfg.layer) if cfg.source == "detected" else [Subject(config.model.name, env.layer(cfg.layer))]
+    contexts: dict[Target, Context] = {}
+    for subject in subjects:
+        context = env.subject_context(subject)
+        contexts.update({t: context for t in builders[cfg.source](context, config, env.candidate_p(context, cfg.p))})
+    first = env.subject_context(subjects[0])
+    return TrackPlan("pairs", "split", first, tuple(contexts), {"source": cfg.source}, contexts=contexts)
 
 
-def _detected_pairs(context: Context, config: RunConfig) -> list[Target]:
+def _detected_pairs(context: Context, config: RunConfig, p: float) -> list[Target]:
     cfg = config.tracks.pairs
-    records = detect_polysemantic_pairs(context.model, context.layer, context.stats, p=cfg.p, gamma=cfg.gamma,
+    records = detect_polysemantic_pairs(context.model, context.layer, context.stats, p=p, gamma=cfg.gamma,
                                        dataset=context.fit, batch_size=context.batch_size, device=context.device)
     chosen = sorted((r for r in records if r.polysemantic), key=lambda r: (r.cosine, r.channel))[: cfg.max_pairs]
-    return [Target(config.model.name, context.layer, r.channel, ((r.class_a,), (r.class_b,))) for r in chosen]
+    return [Target(context.model_name, context.layer, r.channel, ((r.class_a,), (r.class_b,))) for r in chosen]
 
 
-def _given_pairs(context: Context, config: RunConfig) -> list[Target]:
+def _given_pairs(context: Context, config: RunConfig, _p: float) -> list[Target]:
     targets = []
     for entry in config.tracks.pairs.pairs:
         if len(entry) != 3:

@@ -1,7 +1,8 @@
 """The planted track: functionally planted polysemantic channels over layers and model seeds.
 
 For every model seed in ``tracks.planted.model_seeds`` (the world CNN retrained from that
-seed on the same world data) and every layer in ``tracks.planted.layers``:
+seed on the same world data) and every layer in ``tracks.planted.layers`` (default: the
+layers the run studies), and for every ``model.extra`` model at its layers:
 
 1. candidates: up to ``num_channels`` pairs of channels with WordNet-unrelated top classes
    whose merged class profile has those two classes on top
@@ -84,27 +85,34 @@ def _plant_all(env: Environment, config: RunConfig) -> dict[str, TrackPlan]:
     cfg = config.tracks.planted
     kinds = [k for k, on in (("planted", cfg.enabled), ("planted_within", config.tracks.planted_within.enabled)) if on]
     seeds = [int(s) for s in cfg.model_seeds] if cfg.model_seeds is not None else [env.seeds.model]
-    layers = [str(layer) for layer in cfg.layers] or [env.layer(cfg.layer)]
-    _check(config, seeds, layers)
+    primary = config.model.name
+    own = [str(layer) for layer in cfg.layers] or ([cfg.layer] if cfg.layer else
+                                                   [s.layer for s in env.subjects() if s.model == primary])
+    _check(config, seeds, own)
+    # (model, seed, layers): the run's model at every model seed, each model.extra model at the run's seed
+    plantings = [(primary, seed, own) for seed in seeds]
+    plantings += [(name, env.seeds.model, [s.layer for s in env.subjects() if s.model == name])
+                  for name in env.models if name != primary]
+    layers = list(dict.fromkeys(layer for _, _, ls in plantings for layer in ls))
     heldout = planted_heldout(env, cfg.heldout_images)
     rule = ValidityRule(cfg.min_response, cfg.min_relevance_pass, cfg.min_part_share, n_ref=config.capture.top_k)
     unrelated = wordnet_unrelated(env.fit.classes, cfg.wordnet_threshold)
-    spec = dict(top_k=config.capture.top_k, tau=config.capture.tau, batch_size=config.batch_size)
+    spec = dict(top_k=config.capture.top_k, batch_size=config.batch_size)
     candidates: list[dict[str, Any]] = []
     targets: list[Target] = []
     contexts: dict[Target, Context] = {}
     model_seeds: dict[Target, int] = {}
     accuracies: dict[str, dict[str, float]] = {}
 
-    def heldout_stats(model, layer):
-        return cached_capture(model, heldout, CaptureSpec(layer, **spec), cache=env.cache, device=env.device,
-                              progress=env.progress)
+    def heldout_stats(model, layer, name):  # tau: the fit split's (calibrated where configured)
+        return cached_capture(model, heldout, CaptureSpec(layer, tau=env.tau(model, layer, name), **spec),
+                              cache=env.cache, device=env.device, progress=env.progress)
 
-    for seed in seeds:
-        base = env.model if seed == env.seeds.model else env.load_model(seed)
+    for name, seed, model_layers in plantings:
+        base = env.models[name] if seed == env.seeds.model else env.load_model(seed, name)
         acc_original = accuracy(base, heldout, config.batch_size, env.device)
-        for layer in layers:
-            base_stats = env.context(layer, base).stats
+        for layer in model_layers:
+            base_stats = env.context(layer, base, model_name=name).stats
             chosen = [("planted", c) for c in choose_planting_pairs(
                 base_stats, cfg.num_channels, unrelated, max_profile_correlation=cfg.max_part_correlation)
                 if "planted" in kinds]
@@ -123,19 +131,20 @@ def _plant_all(env: Environment, config: RunConfig) -> dict[str, TrackPlan]:
             group = {"original": acc_original,
                      "merged": accuracy(merged, heldout, config.batch_size, env.device),
                      "functional": accuracy(tuned, heldout, config.batch_size, env.device)}
-            accuracies[f"seed{seed}/{layer}"] = {k: round(v, 4) for k, v in group.items()}
-            merged_stats, tuned_stats = heldout_stats(merged, layer), heldout_stats(tuned, layer)
-            context = dataclasses.replace(env.context(layer, tuned, truths), heldout=heldout)
+            where = f"seed{seed}/{layer}" if name == primary else f"{name}@seed{seed}/{layer}"
+            accuracies[where] = {k: round(v, 4) for k, v in group.items()}
+            merged_stats, tuned_stats = heldout_stats(merged, layer, name), heldout_stats(tuned, layer, name)
+            context = dataclasses.replace(env.context(layer, tuned, truths, model_name=name), heldout=heldout)
             for (kind, _), (a, b), concepts in zip(chosen, pairs, classes):
                 verdict = assess(truths[a], tuned_stats, context.stats, env.fit, rule, config.batch_size, env.device)
                 before = concept_measures(merged_stats, a, concepts)
-                record = {"track": kind, "model_seed": seed, "layer": layer, "channel": a, "source_channels": [a, b],
+                record = {"track": kind, **({} if name == primary else {"model": name}), "model_seed": seed, "layer": layer, "channel": a, "source_channels": [a, b],
                           "classes": [list(c) for c in concepts],
                           **{f"accuracy_{k}": round(v, 4) for k, v in group.items()}, **verdict,
                           **{f"merged_{k}": round(v, 4) for k, v in before.items() if not k.startswith("images")}}
                 candidates.append(record)
                 if verdict["accepted"]:
-                    target = Target(f"{config.model.name}@seed{seed}", layer, a, concepts=concepts)
+                    target = Target(f"{name}@seed{seed}", layer, a, concepts=concepts)
                     targets.append((kind, target))
                     contexts[target] = context
                     model_seeds[target] = seed

@@ -68,3 +68,26 @@ def test_run_flags_become_overrides():
     assert o["tracks.layer.num_channels"] == 2
     with pytest.raises(ValueError, match="unknown track"):
         run_overrides(build_parser().parse_args(["run", "--tracks", "plantd"]))
+
+
+def test_extra_models_and_calibration_keys_parse_and_are_checked():
+    from benchmark.core.config import ConfigError, load_config
+    from benchmark.engine.environment import extra_model_entry
+
+    config = load_config("real")
+    assert config.model.layers == ("_conv_head", "_blocks.10._project_conv")
+    assert extra_model_entry(config.model.extra[0]) == ("efficientnet_lite1_photos",
+                                                        ["_conv_head", "_blocks.14._project_conv"])
+    assert config.capture.important_per_image == 10.0 and config.capture.relevant_per_class == 8.0
+    with pytest.raises(ConfigError, match="capture.important_per_image must be a number"):
+        load_config("real", {"capture.important_per_image": "many"})
+    for bad, message in (({"name": "efficientnet_lite1_photos"}, "layers must be a non-empty list"),
+                         ({"name": "efficientnet_lite1_photos", "layers": "_conv_head"}, "layers must be a non-empty"),
+                         ({"name": "efficientnet_lite1_photos", "layer": ["x"]}, "model.extra entries are tables"),
+                         ("efficientnet_lite1_photos", "model.extra entries are tables")):
+        with pytest.raises(ConfigError, match=message):
+            extra_model_entry(bad)
+    from benchmark.core.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError):
+        extra_model_entry({"name": "no_such_model", "layers": ["x"]})

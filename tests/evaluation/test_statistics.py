@@ -223,3 +223,31 @@ def test_paired_comparisons_flip_whole_models_when_the_targets_come_from_several
     cmp = paired_comparisons(values)
     assert cmp["p"].iloc[0] == pytest.approx(2 / 8)  # 3 clusters, not 2 / 2^12
     assert int(cmp["clusters"].iloc[0]) == 3
+
+
+def test_clusters_are_seed_draws_of_one_model_not_distinct_named_models():
+    from benchmark.evaluation.statistics import seed_clustered
+
+    assert seed_clustered(["world_cnn@seed0", "world_cnn@seed1", "world_cnn@seed0"])
+    assert not seed_clustered(["world_cnn@seed0"])
+    assert not seed_clustered(["efficientnet_lite0_photos@seed0", "efficientnet_lite1_photos@seed0"])
+    assert not seed_clustered(["efficientnet_lite0_photos", "efficientnet_lite1_photos"])
+    assert seed_clustered(["a@seed0", "a@seed3", "b@seed0"])
+
+
+def test_two_named_models_compare_targets_as_units():
+    """Two fixed models: the sign flip is per target (6 targets: p = 2/64), not per model
+    (2 clusters could never reach p < 0.5)."""
+    import pandas as pd
+
+    from benchmark.evaluation.statistics import paired_comparisons
+
+    rows = []
+    for i in range(6):
+        model = "lite0" if i < 3 else "lite1"
+        for label, value in (("a", 1.0 + 0.1 * i), ("b", 0.0)):
+            rows.append(dict(track="t", label=label, metric="m", column="c", model=model, layer="l",
+                             dataset="d", target=f"x{i}", value=value, higher_is_better=True, n_seeds=1))
+    cmp = paired_comparisons(pd.DataFrame(rows), n_boot=200)
+    row = cmp.iloc[0]
+    assert row["clusters"] == 0 and row["p"] == pytest.approx(2 / 64)

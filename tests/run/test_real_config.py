@@ -1,6 +1,7 @@
-"""The packaged `real` config (EfficientNet-Lite0 on the Tux Paint photos), end to end on a
-small subset: every track, every method, the Lite2 stand-in embedder named in the table,
-exact surgery, the reference-crop figures."""
+"""The packaged `real` config (EfficientNet-Lite0 and Lite1, two layers each, on the Tux Paint
+photos), end to end on a small subset: every track on every (model, layer), every method, tau
+and p calibrated per (model, layer) and recorded, the Lite2 stand-in embedder named in the
+table, exact surgery, the reference-crop figures."""
 from __future__ import annotations
 
 import pandas as pd
@@ -28,9 +29,21 @@ def test_real_config_runs_end_to_end_on_a_small_subset(tmp_path):
     out = Runner(config, output_dir=tmp_path / "run", cache=Cache(tmp_path / "cache"), progress=False).run()
     results = pd.read_csv(out / "results.csv")
     assert set(results["track"]) == {"planted", "pairs", "layer", "detection"}
-    assert {m.split("@")[0] for m in results["model"]} == {"efficientnet_lite0_photos"} and set(results["layer"]) == {"_conv_head"}
+    models = {"efficientnet_lite0_photos", "efficientnet_lite1_photos"}
+    assert {m.split("@")[0] for m in results["model"]} == models
+    layers = {"_conv_head", "_blocks.10._project_conv", "_blocks.14._project_conv"}
+    assert set(results["layer"]) == layers
+    for track in ("layer", "planted"):  # every (model, layer) has targets on these tracks
+        mine = results[results.track == track]
+        assert {(m.split("@")[0], x) for m, x in zip(mine["model"], mine["layer"])} == {
+            (m, x) for m in models for x in ("_conv_head", "_blocks.10._project_conv" if "lite0" in m
+                                              else "_blocks.14._project_conv")}
+    import json
+
+    calibrated = json.loads((out / "run.json").read_text())["tau_calibration"]
+    assert len(calibrated) == 4 and all(0 < c["tau"] < 1 and 0 < c["p"] <= 1 for c in calibrated.values())
     assert set(results["dataset"]) == {"stamp_photos"}
-    assert set(results[results.track == "pairs"]["target"]) == {"_conv_head#5:2|4"}
+    assert set(results[results.track == "pairs"]["target"]) == {"_conv_head#5:2|4"}  # given pairs: model.name
     from benchmark.core.registry import METHODS
 
     assert set(results["method"]) == set(METHODS.names())

