@@ -63,7 +63,9 @@ def per_target_markdown(df: pd.DataFrame) -> str:
     lines = []
     for track, t in values.groupby("track", sort=False):
         lines += [f"### Per-target values, track {track}", ""]
+        several = t["model"].nunique() > 1  # targets of several models (or seeds): name the model
         for (metric, column), g in t.groupby(["metric", "column"], sort=False):
+            g = g.assign(target=g["model"] + " " + g["target"]) if several else g
             wide = g.pivot_table(index="target", columns="label", values="value", aggfunc="mean", sort=False)
             methods = list(wide.columns)
             lines += [f"**{_esc(metric)} / {_esc(column)}**", "",
