@@ -117,20 +117,22 @@ class Environment:
         return self.context(subject.layer, self.models[subject.model], model_name=subject.model)
 
     def tau(self, model: nn.Module, layer: str, model_name: str) -> float:
-        """The capture tau of (model, layer): ``capture.tau``, or calibrated on the fit split."""
+        """The capture tau of (model, layer): ``capture.tau``, or calibrated on the fit split,
+        once per (model name, layer): the planted track's merged and fine-tuned copies of a
+        model keep the tau calibrated on the original network (the first one asked)."""
         cfg = self.config.capture
         m = cfg.important_per_image
         if m is None:
             return cfg.tau
-        spec = {"model": model_fingerprint(model), "layer": layer, "dataset": self.fit.fingerprint,
-                "important_per_image": m, "images": cfg.calibration_images}
-        tensors = self.cache.get_or_compute("tau_calibration", spec, lambda: {
-            k: torch.tensor([v], dtype=torch.float64) for k, v in calibrate_tau(
-                model, layer, self.fit, m, cfg.calibration_images,
-                self.config.batch_size, self.device).items()})
-        figures = {k: float(v.item()) for k, v in tensors.items()}
-        self.calibrations.setdefault(f"{model_name}/{layer}", figures)
-        return figures["tau"]
+        where = f"{model_name}/{layer}"
+        if where not in self.calibrations:
+            spec = {"model": model_fingerprint(model), "layer": layer, "dataset": self.fit.fingerprint,
+                    "important_per_image": m, "images": cfg.calibration_images}
+            tensors = self.cache.get_or_compute("tau_calibration", spec, lambda: {
+                k: torch.tensor([v], dtype=torch.float64) for k, v in calibrate_tau(
+                    model, layer, self.fit, m, cfg.calibration_images, self.config.batch_size, self.device).items()})
+            self.calibrations[where] = {k: float(v.item()) for k, v in tensors.items()}
+        return self.calibrations[where]["tau"]
 
     def candidate_p(self, context: Context, p: float) -> float:
         """The class share p of the candidate rule at ``context``: ``p`` as given, or calibrated
@@ -140,8 +142,9 @@ class Environment:
             return p
         value = calibrate_p(context.stats, r)
         record = self.calibrations.setdefault(f"{context.model_name}/{context.layer}", {})
-        record.update(p=value, relevant_per_class=float(r))
-        return value
+        record.setdefault("p", value)  # the first (the original network's, see tau)
+        record.setdefault("relevant_per_class", float(r))
+        return record["p"]
 
     def context(self, layer: str, model: nn.Module | None = None,
                 planted: Mapping[int, PlantedTruth] | None = None, model_name: str | None = None) -> Context:

@@ -57,7 +57,8 @@ def tau_for(shares_nc: Tensor, important_per_image: float) -> float:
     ``important_per_image`` (rounded to whole entries; ties counted as important)."""
     valid = shares_nc[~torch.isnan(shares_nc).any(1)]
     if valid.shape[0] == 0:
-        raise ValueError("tau calibration: no calibration image has positive attribution at this layer")
+        raise ValueError(f"tau calibration: none of the {shares_nc.shape[0]} calibration images has a finite, positive "
+                         "summed attribution at this layer (check the model's weights)")
     if not 0 < important_per_image <= valid.shape[1]:
         raise ValueError(f"important_per_image must be in (0, {valid.shape[1]}] (the layer's channels), "
                          f"got {important_per_image}")
