@@ -26,7 +26,7 @@ def test_tau_for_leaves_out_images_without_positive_attribution_and_checks_its_r
     assert tau_for(shares, 1) == 0.7
     with pytest.raises(ValueError, match="important_per_image must be in"):
         tau_for(shares, 3)
-    with pytest.raises(ValueError, match="no calibration image"):
+    with pytest.raises(ValueError, match="none of the 2 calibration images"):
         tau_for(torch.full((2, 2), float("nan")), 1)
 
 
