@@ -83,6 +83,7 @@ class PlantedTrack:
     min_response: float = 0.0  # validity: mean response on each concept's held-out images above this
     min_relevance_pass: float = 0.5  # validity: share of each concept's held-out images passing the filter
     min_part_share: float = 0.2  # validity: share of each part among the top references
+    min_accuracy_kept: float = 0.5  # validity: share of its held-out accuracy the fine-tuned network keeps
     required: bool = True  # False: if every candidate fails the filter, the run goes on without planted targets
 
 

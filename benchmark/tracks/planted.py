@@ -95,7 +95,8 @@ def _plant_all(env: Environment, config: RunConfig) -> dict[str, TrackPlan]:
                   for name in env.models if name != primary]
     layers = list(dict.fromkeys(layer for _, _, ls in plantings for layer in ls))
     heldout = planted_heldout(env, cfg.heldout_images)
-    rule = ValidityRule(cfg.min_response, cfg.min_relevance_pass, cfg.min_part_share, n_ref=config.capture.top_k)
+    rule = ValidityRule(cfg.min_response, cfg.min_relevance_pass, cfg.min_part_share, cfg.min_accuracy_kept,
+                        n_ref=config.capture.top_k)
     unrelated = wordnet_unrelated(env.fit.classes, cfg.wordnet_threshold)
     spec = dict(top_k=config.capture.top_k, batch_size=config.batch_size)
     candidates: list[dict[str, Any]] = []
@@ -136,7 +137,9 @@ def _plant_all(env: Environment, config: RunConfig) -> dict[str, TrackPlan]:
             merged_stats, tuned_stats = heldout_stats(merged, layer, name), heldout_stats(tuned, layer, name)
             context = dataclasses.replace(env.context(layer, tuned, truths, model_name=name), heldout=heldout)
             for (kind, _), (a, b), concepts in zip(chosen, pairs, classes):
-                verdict = assess(truths[a], tuned_stats, context.stats, env.fit, rule, config.batch_size, env.device)
+                kept = group["functional"] / group["original"] if group["original"] > 0 else 1.0
+                verdict = assess(truths[a], tuned_stats, context.stats, env.fit, rule, config.batch_size, env.device,
+                                 accuracy_kept=kept)
                 before = concept_measures(merged_stats, a, concepts)
                 record = {"track": kind, **({} if name == primary else {"model": name}), "model_seed": seed, "layer": layer, "channel": a, "source_channels": [a, b],
                           "classes": [list(c) for c in concepts],

@@ -43,6 +43,12 @@ def test_judge_gives_every_reason():
     assert any("part 0 owns 0.10 of the top 50 references < 0.2" in r for r in reasons)
     with pytest.raises(ValueError, match="min_part_share must be in"):
         ValidityRule(min_part_share=1.5)
+    # a network the fine-tuning broke (accuracy 0.0625 of 0.57: kept 0.11) is rejected; 0.68 kept passes
+    assert judge(dict(good, accuracy_kept=0.68), rule, ((0,), (1,))) == []
+    broken = judge(dict(good, accuracy_kept=0.0625 / 0.57), rule, ((0,), (1,)))
+    assert broken == ["the fine-tuned network keeps 0.11 of its held-out accuracy < 0.5"]
+    with pytest.raises(ValueError, match="min_accuracy_kept must be in"):
+        ValidityRule(min_accuracy_kept=2.0)
 
 
 def test_merged_margin_and_pair_choice_known_answer():
