@@ -3,7 +3,9 @@ arXiv 2504.12939; ``get_results.py`` of github.com/visinf/disentangle-channels).
 
 Definition. For each concept i (a class set) take the held-out images of its classes and
 keep those on which the target channel matters in the ORIGINAL model: relative positive
-attribution ``R_c(n) >= tau`` (Input x Gradient of the layer output w.r.t. the true-class
+attribution ``R_c(n) >= tau`` (tau: the layer's capture threshold ``context.stats.tau``, i.e. the
+ARV candidate rule's tau, calibrated on the fit split where the config calibrates it; 0.03, the
+paper's value, when the statistics carry none; a metric parameter overrides it) (Input x Gradient of the layer output w.r.t. the true-class
 logit, clamped >= 0 per position before the spatial sum, divided by the same summed over
 all channels; see :mod:`metrics._common`). On every kept image n, with ``o(n)`` the signed
 spatial sum of the original channel and ``v_j(n)`` that of virtual neuron j,
@@ -72,7 +74,7 @@ class ActivationRatio(Metric):
 
     requires: ClassVar[frozenset[str]] = frozenset({"concepts"})  # does not apply without it
 
-    tau: float = 0.03
+    tau: float | None = None  # None: the layer's capture tau (context.stats.tau), else 0.03
     eps: float = 1e-6
 
     columns: ClassVar[tuple[Column, ...]] = (
@@ -96,7 +98,7 @@ class ActivationRatio(Metric):
         "far from the ideal (tests/metrics/test_metric_sanity.py measured distances 0.5 and 9.9)")
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.tau <= 1.0:
+        if self.tau is not None and not 0.0 <= self.tau <= 1.0:
             raise ValueError(f"tau must be in [0, 1], got {self.tau}")
         if self.eps < 0:
             raise ValueError(f"eps must be >= 0, got {self.eps}")
@@ -116,8 +118,9 @@ class ActivationRatio(Metric):
         kept_counts = np.zeros(m)
         summed = np.zeros((m, k))
         out: dict[str, float] = {}
+        tau = self.threshold(context)
         for i, classes in enumerate(concepts):
-            ratio_sum, res_sum, kept, near_zero, total, v_sum, o_sum = self._concept(split, context, classes)
+            ratio_sum, res_sum, kept, near_zero, total, v_sum, o_sum = self._concept(split, context, classes, tau)
             out[f"images_c{i}"], out[f"kept_c{i}"], out[f"near_zero_c{i}"] = float(total), float(kept), float(near_zero)
             kept_counts[i] = kept
             if kept:
@@ -128,7 +131,7 @@ class ActivationRatio(Metric):
         scored = [i for i in range(m) if kept_counts[i] > 0]
         if not scored:
             raise NotApplicable(
-                f"no held-out image of any concept has relative positive attribution >= tau={self.tau} for "
+                f"no held-out image of any concept has relative positive attribution >= tau={tau:.4g} for "
                 f"channel {split.target.channel} with |orig| > {self.eps}")
         if not np.isfinite(ratios[scored]).all():
             raise NotApplicable("non-finite values: NaN or inf in the activation ratios of the virtual neurons")
@@ -164,7 +167,14 @@ class ActivationRatio(Metric):
         })
         return out
 
-    def _concept(self, split: Split, context: Context, classes: tuple[int, ...]):
+    def threshold(self, context: Context) -> float:
+        """The relevance threshold: the parameter, else the capture tau of the layer, else 0.03."""
+        if self.tau is not None:
+            return self.tau
+        captured = getattr(context.stats, "tau", None)
+        return 0.03 if captured is None else float(captured)
+
+    def _concept(self, split: Split, context: Context, classes: tuple[int, ...], tau: float):
         """Sums of per-image ratios over the kept images of one concept, and the counts."""
         idx = context.heldout.indices_of(classes)
         ratio_sum = np.zeros(split.k)
@@ -175,7 +185,7 @@ class ActivationRatio(Metric):
             orig_map, share = original_with_attribution(
                 context.model, split.target.layer, split.target.channel, images, labels)
             orig = spatial_sum(orig_map).double()
-            attributed = share >= self.tau
+            attributed = share >= tau
             nonzero = orig.abs() > self.eps
             near_zero += int((attributed & ~nonzero).sum())
             keep = attributed & nonzero

@@ -127,6 +127,21 @@ def test_attribution_filter_matches_plain_reference():
     assert out["kept_c0"] == int((shares[c.heldout.labels == 0] >= tau).sum()) < 6
 
 
+def test_default_threshold_is_the_layers_capture_tau():
+    # tau=None reads the capture tau of the statistics (calibrated on the fit split where the
+    # config calibrates it): statistics with the median share as tau keep what tau=median keeps
+    c = ctx()
+    assert metric().threshold(c) == (0.03 if c.stats.tau is None else c.stats.tau)
+    shares = original_with_attribution(c.model, "conv2", CHANNEL, c.heldout.images(range(24)), c.heldout.labels)[1]
+    tau = float(shares[c.heldout.labels == 0].median())
+    calibrated = dataclasses.replace(c, stats=dataclasses.replace(c.stats, tau=tau))
+    split = gated(c, [[1, 0], [0, 1], [0.5, 0.5], [0, 1]], split_concepts=CONCEPTS)
+    assert metric().threshold(calibrated) == tau
+    assert metric().score(split, calibrated) == metric(tau=tau).score(split, c)
+    assert metric().score(split, calibrated)["kept_c0"] < metric().score(split, c)["kept_c0"]
+    assert metric(tau=0.0).threshold(calibrated) == 0.0  # the parameter wins
+
+
 def test_a_concept_without_kept_images_still_reports_the_other():
     # as the authors' get_results.py: concept 1 keeps no image (its classes are absent from
     # this held-out subset), concept 0 is still scored
