@@ -80,6 +80,7 @@ class CategoryPurity(Metric):
 
     columns: ClassVar[tuple[Column, ...]] = (Column("gain", True, (None, 1.0)),)
     scope: ClassVar[str] = "split"
+    label_free: ClassVar[bool] = True  # needs no planted truth (category labels only): ranked by benchmark.evaluation.meta_evaluation
     calibrated_columns: ClassVar[tuple[str, ...]] = ("gain",)
     scale_invariant: ClassVar[tuple[str, ...]] = ("gain",)  # argmax labels ignore one positive factor
     titles: ClassVar[Mapping[str, str]] = {"gain": "Category purity gain"}
