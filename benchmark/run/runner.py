@@ -204,8 +204,8 @@ class Runner:
         declared = {c.name: c for c in metric.instance.columns}
         direction = declared[column].higher_is_better if column in declared else None
         seeds = self.config.seeds
-        return dict(track=plan.track, model=target.model if target else self.config.model.name,
-                    layer=target.layer if target else plan.context.layer,
+        return dict(track=plan.track, model=target.model if target else plan.pooled("model", self.config.model.name),
+                    layer=target.layer if target else plan.pooled("layer", plan.context.layer),
                     dataset=self.config.data.dataset, target=target.key if target else "*", method=method.name,
                     method_params=method.params_json, metric=metric.label, column=column,
                     value=float(value), higher_is_better="" if direction is None else str(direction).lower(),

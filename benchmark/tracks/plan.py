@@ -30,6 +30,12 @@ class TrackPlan:
     def context_of(self, target: Target) -> Context:
         return self.contexts.get(target, self.context)
 
+    def pooled(self, attribute: str, default: str) -> str:
+        """The ``model`` or ``layer`` a pooled row (no single target: the detection track) speaks
+        for: the targets' distinct values joined by "+" in order of appearance, else ``default``."""
+        values = list(dict.fromkeys(str(getattr(t, attribute)) for t in self.targets))
+        return "+".join(values) if values else default
+
     def model_seed_of(self, target: Target | None, default: int) -> int:
         return self.model_seeds.get(target, default) if target is not None else default
 

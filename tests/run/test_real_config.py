@@ -31,9 +31,13 @@ def test_real_config_runs_end_to_end_on_a_small_subset(tmp_path):
     results = pd.read_csv(out / "results.csv")
     assert set(results["track"]) == {"planted", "pairs", "layer", "detection"}
     models = {"efficientnet_lite0_photos", "efficientnet_lite1_photos"}
-    assert {m.split("@")[0] for m in results["model"]} == models
     layers = {"_conv_head", "_blocks.10._project_conv", "_blocks.14._project_conv"}
-    assert set(results["layer"]) == layers
+    split_rows, pooled = results[results.track != "detection"], results[results.track == "detection"]
+    assert {m.split("@")[0] for m in split_rows["model"]} == models
+    assert set(split_rows["layer"]) == layers
+    # detection pools every (model, layer): its rows name all the models and layers they pool
+    assert pooled["model"].nunique() == 1 and set(pooled["model"].iloc[0].split("+")) <= models
+    assert set(pooled["layer"].iloc[0].split("+")) <= layers
     for track in ("layer", "planted"):  # every (model, layer) has targets on these tracks
         mine = results[results.track == track]
         assert {(m.split("@")[0], x) for m, x in zip(mine["model"], mine["layer"])} == {
@@ -48,6 +52,8 @@ def test_real_config_runs_end_to_end_on_a_small_subset(tmp_path):
     from benchmark.core.registry import METHODS
 
     assert set(results["method"]) == set(METHODS.names())
+    clustering = results[results.method == "activation_clustering"]["method_params"]
+    assert all('"threshold_mode":"standardised"' in p for p in clustering)  # raw units fit no Lite layer
     assert any(m.startswith("embedding_separation[lite2_clip_stand_in") for m in results["metric"])
     fidelity = results[(results.method == "arv_surgery") & (results.column == "max_abs_logit_diff")
                        & (results.status == "ok")]

@@ -40,3 +40,11 @@ def test_plan_gives_each_target_its_context_and_model_seed():
     assert plan.context_of(t0) is c0 and plan.context_of(t1) is c1
     assert plan.model_seed_of(t1, 5) == 1 and plan.model_seed_of(None, 5) == 5
     assert t0.key == t1.key and t0 != t1  # the model name keeps targets of different seeds apart
+
+
+def test_pooled_rows_name_every_model_and_layer_they_pool():
+    c0 = tiny_context(seed=0)
+    targets = (Target("a", "conv2", 1), Target("b", "conv1", 0), Target("a", "conv1", 2))
+    plan = TrackPlan("detection", "detection", c0, targets)
+    assert plan.pooled("model", "run") == "a+b" and plan.pooled("layer", "x") == "conv2+conv1"
+    assert TrackPlan("detection", "detection", c0, ()).pooled("model", "run") == "run"
