@@ -58,7 +58,14 @@ class HeadlineSpec:
         return name + (f" [{cite}]" if cite else "") + (f" ({tag})" if tag else "")
 
     def title(self, metric: str, column: str) -> str:
-        return self.titles.get((metric_name(metric), column), f"{metric} / {column}")
+        """The metric's declared title of the column, else one spelled from the names
+        (``activation_ratio``, ``cross_gating`` -> "Activation ratio: cross gating")."""
+        declared = self.titles.get((metric_name(metric), column))
+        if declared is not None:
+            return declared
+        name, _, params = str(metric).partition("[")
+        spelled = name.replace("_", " ").capitalize() + (f" [{params}" if params else "")
+        return f"{spelled}: {column.replace('_', ' ')}"
 
 
 def spec_from_registry(eligibility: pd.DataFrame | None = None) -> HeadlineSpec:

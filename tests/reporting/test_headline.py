@@ -59,6 +59,13 @@ def test_headline_table_is_short_bolds_only_tested_winners_and_keeps_ceilings_ap
     assert "Not shown (no value in any headline column): absent." in table
 
 
+def test_columns_without_a_declared_title_are_spelled_from_their_names():
+    spec = HeadlineSpec(titles={("planted_recovery", "ari"): "Assignment ARI"})
+    assert spec.title("planted_recovery", "ari") == "Assignment ARI"
+    assert spec.title("activation_ratio", "cross_gating") == "Activation ratio: cross gating"
+    assert spec.title("factor_gamma[p=0.75]", "f1") == "Factor gamma [p=0.75]: f1"
+
+
 def test_verdict_states_differences_with_ci_and_p_and_the_label_floor_finding():
     df = normalise(_results())
     text = verdict(df, "layer", _spec(df, titles={("planted_recovery", "ari"): "Assignment ARI"}))
