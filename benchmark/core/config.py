@@ -75,6 +75,7 @@ class PlantedTrack:
     num_channels: int = 2  # candidate pairs planted per (model seed, layer)
     wordnet_threshold: float = 0.5  # the two parts' classes must be less similar (Wu-Palmer)
     max_part_correlation: float = 0.5  # and their class profiles must correlate less than this
+    min_candidate_relevance: float = 0.0  # and each must be important for this share of its class's fit images
     heldout_images: int = 0  # held-out images the planted track evaluates on (even spread); 0 = all
     functional_steps: int = 150  # fine-tuning steps after merging; 0 = plain merge only
     functional_lr: float = 0.003

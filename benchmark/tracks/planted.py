@@ -115,7 +115,8 @@ def _plant_all(env: Environment, config: RunConfig) -> dict[str, TrackPlan]:
         for layer in model_layers:
             base_stats = env.context(layer, base, model_name=name).stats
             chosen = [("planted", c) for c in choose_planting_pairs(
-                base_stats, cfg.num_channels, unrelated, max_profile_correlation=cfg.max_part_correlation)
+                base_stats, cfg.num_channels, unrelated, max_profile_correlation=cfg.max_part_correlation,
+                min_relevance=cfg.min_candidate_relevance)
                 if "planted" in kinds]
             if "planted_within" in kinds:
                 used = {ch for _, (pair, _) in chosen for ch in pair}

@@ -79,3 +79,26 @@ def test_pairs_with_correlated_class_profiles_are_rejected():
     stats = LayerStats(counts, torch.zeros(4, 2, dtype=torch.float64), means * 10, z, z.float(), z, z.float())
     assert choose_channel_pairs(stats, 1, max_profile_correlation=1.01) == [(0, 1)]
     assert choose_channel_pairs(stats, 1, max_profile_correlation=0.5) == [(0, 2)]
+
+
+def test_candidate_relevance_keeps_only_channels_that_carry_their_class():
+    from benchmark.engine.layer_stats import LayerStats
+    from benchmark.planting.merge import choose_planting_pairs
+    counts = torch.tensor([10, 10, 10, 10, 10])
+    # channel c fires for class c only; channels 0 and 1 most strongly (they win on margin ties)
+    means = torch.zeros(5, 4, dtype=torch.float64)
+    for c, v in enumerate((5.0, 5.0, 3.0, 3.0)):
+        means[c, c] = v
+    important = torch.zeros(5, 4, dtype=torch.long)
+    important[2, 2], important[3, 3] = 8, 6  # shares 0.8 and 0.6 of their class's images; 0 and 1: none
+    z = torch.zeros(4, 1, dtype=torch.long)
+    stats = LayerStats(counts, torch.zeros(5, 2, dtype=torch.float64), means * counts[:, None], z, z.float(), z,
+                       z.float(), importance_counts=important, tau=0.03)
+    assert choose_planting_pairs(stats, 1) == [((0, 1), (0, 1))]
+    assert choose_planting_pairs(stats, 1, min_relevance=0.5) == [((2, 3), (2, 3))]
+    assert choose_planting_pairs(stats, 2, min_relevance=0.7) == []  # only channel 2 carries its class
+    with pytest.raises(ValueError, match="min_relevance must be in"):
+        choose_planting_pairs(stats, 1, min_relevance=1.5)
+    bare = LayerStats(counts, torch.zeros(5, 2, dtype=torch.float64), means * counts[:, None], z, z.float(), z, z.float())
+    with pytest.raises(ValueError, match="importance counters"):
+        choose_planting_pairs(bare, 1, min_relevance=0.5)
