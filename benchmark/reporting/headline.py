@@ -275,13 +275,13 @@ def _column_verdict(board, ceilings, cmp: pd.DataFrame, key: tuple[str, str], sp
     lead = competitors[0]
     out = [f"{title}: {lead} leads with {fmt_number(means[lead])}"]
     if len(competitors) > 1:
-        out.append(_pair(cmp, key, lead, competitors[1], "the runner-up"))
+        out.append(_pair(cmp, key, lead, competitors[1], "the runner-up", bool(higher)))
     floors = [lb for lb in means if spec.role(lb) == "label_floor"]
     for floor in floors:
         if not better(means[lead], means[floor]):
             out.append(f"FINDING: no method beats the label floor {floor} ({fmt_number(means[floor])})")
         else:
-            out.append(_pair(cmp, key, lead, floor, "the label floor"))
+            out.append(_pair(cmp, key, lead, floor, "the label floor", bool(higher)))
     no_ops = [lb for lb in means if spec.role(lb) == "no_op" and not better(means[lead], means[lb])]
     if no_ops:
         out.append(f"the no-op split {no_ops[0]} does as well ({fmt_number(means[no_ops[0]])}): this column "
@@ -294,14 +294,15 @@ def _column_verdict(board, ceilings, cmp: pd.DataFrame, key: tuple[str, str], sp
     return "; ".join(out) + "."
 
 
-def _pair(cmp: pd.DataFrame, key: tuple[str, str], a: str, b: str, what: str) -> str:
-    """'over <what> b: +d [lo, hi], p(Holm) = x (holds / does not hold)'."""
+def _pair(cmp: pd.DataFrame, key: tuple[str, str], a: str, b: str, what: str, higher: bool = True) -> str:
+    """'over <what> b by d [lo, hi], p(Holm) = x (holds / does not hold)', with d how much
+    better a is than b in the column's direction (positive = better also where lower is better)."""
     hit = cmp[(cmp["metric"] == key[0]) & (cmp["column"] == key[1])
               & (((cmp["method_a"] == a) & (cmp["method_b"] == b)) | ((cmp["method_a"] == b) & (cmp["method_b"] == a)))]
     if hit.empty or not math.isfinite(hit["p_holm"].iloc[0]):
         return f"over {what} {b}: untestable"
     r = hit.iloc[0]
-    sign = 1.0 if r["method_a"] == a else -1.0
+    sign = (1.0 if r["method_a"] == a else -1.0) * (1.0 if higher else -1.0)
     d, lo, hi = sign * r["diff"], *sorted((sign * r["ci_low"], sign * r["ci_high"]))
     holds = "holds" if r["significant"] and r["better"] == a else "does not hold"
     return (f"over {what} {b} by {fmt_number(d)} [{fmt_number(lo)}, {fmt_number(hi)}], "

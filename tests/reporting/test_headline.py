@@ -78,6 +78,20 @@ def test_verdict_states_differences_with_ci_and_p_and_the_label_floor_finding():
     assert "FINDING: no method beats the label floor floor (0.990)" in verdict(flipped, "layer", _spec(flipped))
 
 
+def test_verdict_differences_point_in_the_columns_better_direction():
+    from benchmark.reporting.headline import _pair
+    # a - b = -0.044 on a lower-is-better column: a is better by 0.044
+    cmp = pd.DataFrame([dict(metric="m", column="c", method_a="a", method_b="b", diff=-0.044, ci_low=-0.15,
+                             ci_high=0.028, p_holm=1.0, significant=False, better="a", n_common=12)])
+    assert _pair(cmp, ("m", "c"), "a", "b", "the runner-up", higher=False).startswith(
+        "over the runner-up b by 0.044 [-0.028, 0.150], p(Holm) = 1 on 12 targets (does not hold)")
+    assert _pair(cmp, ("m", "c"), "a", "b", "the runner-up", higher=True).startswith(
+        "over the runner-up b by -0.044 [-0.150, 0.028]")
+    swapped = cmp.assign(method_a="b", method_b="a", diff=0.044, ci_low=-0.028, ci_high=0.15)
+    assert _pair(swapped, ("m", "c"), "a", "b", "the runner-up", higher=False).startswith(
+        "over the runner-up b by 0.044 [-0.028, 0.150]")
+
+
 def test_verdict_warns_when_no_test_can_reach_significance():
     df = normalise(_results(n=4))  # 4 targets: smallest p 2/16 = 0.125
     assert "no difference can reach significance" in verdict(df, "layer", _spec(df))
