@@ -165,8 +165,8 @@ def choose_planting_pairs(
     top = {s.channel: class_ids.index(s.top_class) for s in selectivity}
     relevant = torch.ones(stats.num_channels, dtype=torch.bool)
     if min_relevance > 0:
-        share = stats.importance_counts.double() / stats.class_counts.clamp(min=1)[:, None].double()  # type: ignore[union-attr]  # checked above
-        relevant = torch.tensor([float(share[s.top_class, s.channel]) >= min_relevance for s in selectivity])
+        carries = stats.relevant_classes(min_relevance)  # (T, C): important for >= that share of the class
+        relevant = torch.tensor([bool(carries[s.top_class, s.channel]) for s in selectivity])
     scored = []
     if len(class_ids) > 2:  # a margin needs a class outside the pair
         top_c = torch.tensor([top[c] for c in range(stats.num_channels)])
