@@ -12,10 +12,17 @@ BROWSER_PACKAGES := chromium chromium-driver
 
 .PHONY: setup wordnet photos tex browser run test bench clean-venv
 
+# pip unpacks and builds in $(PIP_TMP), on the project's disk: a small /tmp (a tmpfs) cannot
+# hold the torch wheels (the venv is about 6 GB, 4 GB of it CUDA libraries torch links to even
+# on the CPU); the folder is removed after the install.
+PIP_TMP := $(abspath $(VENV))/.pip-tmp
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@mkdir -p $(PIP_TMP)
+	TMPDIR=$(PIP_TMP) $(PY) -m pip install --quiet --no-cache-dir --upgrade pip
+	TMPDIR=$(PIP_TMP) $(PY) -m pip install --quiet --no-cache-dir -e '.[dev]'
+	@rm -rf $(PIP_TMP)
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

@@ -184,6 +184,30 @@ class RunConfig:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
 
 
+def non_default(config_dict: Mapping[str, Any]) -> dict:
+    """``config_dict`` (a :meth:`RunConfig.to_dict`) without the keys whose value is the
+    field's default, table by table: what a run's identity hashes, so that adding a config
+    field (at a default that keeps the old behaviour) leaves every existing run's identity as
+    it was. Changing a default changes the code fingerprint instead."""
+    return _strip(dict(config_dict), RunConfig().to_dict())
+
+
+def _strip(values: dict, defaults: dict) -> dict:
+    out = {}
+    for key, value in values.items():
+        default = defaults.get(key, _MISSING)
+        if isinstance(value, dict) and isinstance(default, dict) and key not in ("method_params", "metric_params"):
+            value = _strip(value, default)
+            if value:
+                out[key] = value
+        elif value != default:
+            out[key] = value
+    return out
+
+
+_MISSING = object()
+
+
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where or 'config'} must be a table, got {type(data).__name__}")

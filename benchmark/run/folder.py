@@ -34,6 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
+from benchmark.core.config import non_default
 from benchmark.core.errors import PolysemyError
 from benchmark.storage.cache import atomic_write_text, canonical_json, spec_key
 from benchmark.storage.fingerprints import closure_fingerprint, code_fingerprint, dependencies
@@ -78,9 +79,10 @@ def plugin_code_fingerprint(*modules: str) -> str:
 
 
 def identity(config_dict: dict, code: str | None = None) -> dict:
-    """The identity of a run: the config without ``output_dir``, the code fingerprint, and
-    their hash ``id``."""
-    config = {k: v for k, v in config_dict.items() if k != "output_dir"}
+    """The identity of a run: the config without ``output_dir`` and without the fields at
+    their defaults (:func:`benchmark.core.config.non_default`: a new config field does not
+    change existing identities), the code fingerprint, and their hash ``id``."""
+    config = non_default({k: v for k, v in config_dict.items() if k != "output_dir"})
     code = code if code is not None else results_code_fingerprint()
     return {"config": config, "code": code, "id": spec_key({"config": config, "code": code})[:16]}
 
@@ -90,7 +92,9 @@ def _read_identity(folder: Path) -> dict | None:
     with unknown code."""
     try:
         if (folder / IDENTITY).is_file():
-            return json.loads((folder / IDENTITY).read_text())
+            stored = json.loads((folder / IDENTITY).read_text())
+            # an identity of an older version kept the fields at their defaults
+            return {**stored, "config": non_default(stored["config"])}
         if (folder / "config.json").is_file():
             return identity(json.loads((folder / "config.json").read_text()), code="unknown")
     except (OSError, ValueError) as err:

@@ -54,6 +54,31 @@ def test_same_identity_resumes_and_the_folder_path_is_not_part_of_it(tmp_path, c
     pd.testing.assert_frame_equal(_results(moved), first)
 
 
+def test_fields_at_their_defaults_are_not_part_of_the_identity(tmp_path, count_fits):
+    """A config field added later at a default that keeps the old behaviour leaves existing
+    run folders resumable: the identity hashes only the non-default fields, and an identity
+    written by an older version (every field spelled out, or one missing) reads the same."""
+    from benchmark.core.config import RunConfig, non_default
+
+    assert non_default(RunConfig().to_dict()) == {}
+    assert non_default({**RunConfig().to_dict(), "seed": 3}) == {"seed": 3}
+    tracks = RunConfig().to_dict()["tracks"]
+    tracks["planted"] = {**tracks["planted"], "num_channels": 99}
+    assert non_default({"tracks": tracks}) == {"tracks": {"planted": {"num_channels": 99}}}
+    out = tmp_path / "run"
+    config = cheap(tmp_path)
+    Runner(config, output_dir=out, progress=False).run()
+    assert count_fits["n"] == 4
+    stored = json.loads((out / "identity.json").read_text())
+    assert "min_candidate_relevance" not in json.dumps(stored["config"])  # at its default
+    spelled_out = {k: v for k, v in config.to_dict().items() if k != "output_dir"}
+    older = dict(stored, config=spelled_out)  # an older version's identity: every field
+    del older["config"]["tracks"]["planted"]["min_candidate_relevance"]  # ... but a field it did not know
+    (out / "identity.json").write_text(json.dumps(older))
+    Runner(config, output_dir=out, progress=False).run()
+    assert count_fits["n"] == 4  # resumed: nothing recomputed
+
+
 def test_two_seeds_cannot_mix_in_one_folder(tmp_path):
     out = tmp_path / "run"
     Runner(cheap(tmp_path, seed=0), output_dir=out, progress=False).run()
