@@ -92,38 +92,27 @@ def _cache(args: argparse.Namespace) -> int:
 command("cache", "list, clear or verify the cache of computed statistics and trained models")((_cache_args, _cache))
 
 
-# --- capture (smoke run of the capture engine) -------------------------------------------
+# --- capture (a run's captures ahead of it, sharded over the processes of a torchrun launch) --
 def _capture_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="world_cnn")
-    p.add_argument("--dataset", default="synthetic_world")
-    p.add_argument("--split", default="train")
-    p.add_argument("--layer", default=None, help="module path; default: the model's default layer")
-    p.add_argument("--top-k", type=int, default=100)
-    p.add_argument("--tau", type=float, default=0.03)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("config", nargs="?", default=None,
+                   help="a packaged config name or a .toml path (default: synthetic): its pairs, layer and "
+                        "detection tracks' models and layers are captured into the cache")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _capture(args: argparse.Namespace) -> int:
-    import time
+    from benchmark.core.config import load_config, parse_override
+    from benchmark.run.sharded_capture import capture_run, describe
 
-    from benchmark.core.registry import DATASETS, MODELS
-    from benchmark.engine.capture import CaptureSpec, cached_capture
-
-    model = MODELS.get(args.model)()
-    dataset = DATASETS.get(args.dataset)(split=args.split)
-    layer = args.layer or getattr(model, "default_layer", None)
-    if layer is None:
-        raise SystemExit(f"--layer is required for model {args.model!r}")
-    start = time.perf_counter()
-    stats = cached_capture(model, dataset, CaptureSpec(layer, args.top_k, args.tau, args.batch_size), device=args.device)
-    print(f"captured {args.model}:{layer} on {len(dataset)} images of {args.dataset}/{args.split} "
-          f"in {time.perf_counter() - start:.1f} s: {stats.num_channels} channels, "
-          f"{int(stats.relevant_classes().sum())} (class, channel) relevance pairs at p=0.75")
+    config = load_config(args.config, dict(parse_override(s) for s in args.set))
+    for line in describe(capture_run(config, progress=not args.quiet)):
+        print(line)
     return 0
 
 
-command("capture", "run (or load from cache) the capture pass for one model/layer/dataset")((_capture_args, _capture))
+command("capture", "capture a run's statistics into the cache ahead of the run "
+        "(sharded under torchrun --nproc_per_node N -m benchmark.cli capture)")((_capture_args, _capture))
 
 
 # --- run --------------------------------------------------------------------------------
@@ -180,8 +169,13 @@ def run_overrides(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace) -> int:
     from benchmark.core.config import load_config
+    from benchmark.engine.sharding import launched_size
     from benchmark.run.runner import Runner
 
+    if launched_size() > 1:
+        raise InputError("polysemy run is one process; under torchrun launch the sharded capture instead "
+                         "(torchrun --nproc_per_node N -m benchmark.cli capture --config CONFIG), then run "
+                         "'polysemy run CONFIG' once: it reads the captures from the cache")
     config = load_config(args.config, run_overrides(args))
     out = Runner(config, overwrite=args.overwrite, progress=not args.quiet).run()
     print((out / "leaderboard.md").read_text())
@@ -300,6 +294,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", dest="json_path", help="also write the figures as JSON to this file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--shards", type=int, help="instead: the sharded capture's speed-up on N processes vs 1 "
+                   "(torchrun launches; --images fit images)")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -308,6 +304,11 @@ def _bench(args: argparse.Namespace) -> int:
     from benchmark.core.config import load_config, parse_override
     from benchmark.run.bench import bench, format_report, write_report
 
+    if args.shards is not None:
+        from benchmark.run.shard_bench import format_speedup, sharded_speedup
+
+        print(format_speedup(sharded_speedup(args.config, args.set, args.shards, args.images)))
+        return 0
     overrides = dict(parse_override(s) for s in args.set)
     if args.device:
         overrides["device"] = args.device

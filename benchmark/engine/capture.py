@@ -7,7 +7,9 @@ With ``sample_vectors = n > 0`` the same pass keeps a seeded uniform sample of n
 output vectors (one C-dim vector per image and spatial position; what the dictionary methods
 train on): every vector gets a key drawn from a generator seeded by (``sample_seed``, image
 index), and the n smallest keys are kept (bottom-n sampling, a reservoir whose content does
-not depend on the batch size, the batch order or how the data are sharded). The
+not depend on the batch size, the batch order or how the data are sharded). The pass can run in shards (:func:`capture_partial` on whole batches,
+:func:`merge_partials`), over processes with ``torch.distributed``
+(:mod:`benchmark.engine.sharding`); the merged statistics are the single-process ones. The
 pass is cached by (model weights, layer, dataset, parameters, code version and a
 fingerprint of this module's code). NaN or inf in logits, activations or attributions stop
 the pass with an error naming the model, layer and images (:mod:`benchmark.core.finite`).
@@ -23,10 +25,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from benchmark.core.finite import FiniteWatch
+from benchmark.engine import sharding
 from benchmark.engine.layer_stats import LayerStats
 from benchmark.engine.layers import eval_mode, frozen_parameters, get_layer
 from benchmark.sources.datasets import ImageDataset
-from benchmark.storage.cache import Cache, model_fingerprint
+from benchmark.storage.cache import Cache, model_fingerprint, spec_key
 
 
 @dataclass(frozen=True)
@@ -100,13 +103,26 @@ class VectorSample:
         self.ids = torch.cat([self.ids, new_ids])[order]
         self.positions = torch.cat([self.positions, new_pos])[order]
 
-    def result(self) -> dict[str, Tensor]:
-        """The sample ordered by (image, position): ``sample_vectors`` (n, C) float32,
-        ``sample_ids`` and ``sample_positions`` (n,) long."""
+    def state(self) -> dict[str, Tensor]:
+        """The kept vectors with their keys (what :func:`merge_samples` combines)."""
         assert self.vectors is not None, "no vector was offered"
-        order = torch.argsort(self.ids * (1 << 32) + self.positions)
-        return dict(sample_vectors=self.vectors[order].contiguous(), sample_ids=self.ids[order].contiguous(),
-                    sample_positions=self.positions[order].contiguous())
+        return dict(sample_keys=self.keys, sample_vectors=self.vectors, sample_ids=self.ids,
+                    sample_positions=self.positions)
+
+
+def merge_samples(states: list[dict[str, Tensor]], size: int) -> dict[str, Tensor]:
+    """The bottom-``size`` sample of the union of shards' samples (each a :meth:`VectorSample.state`),
+    ordered by (image, position): ``sample_vectors`` (n, C) float32, ``sample_ids`` and
+    ``sample_positions`` (n,) long. Keys are unique per (image, position), so the result is the
+    single-process sample whatever the sharding."""
+    keys = torch.cat([s["sample_keys"] for s in states])
+    keep = torch.argsort(keys, stable=True)[:size]
+    ids = torch.cat([s["sample_ids"] for s in states])[keep]
+    positions = torch.cat([s["sample_positions"] for s in states])[keep]
+    vectors = torch.cat([s["sample_vectors"] for s in states])[keep]
+    order = torch.argsort(ids * (1 << 32) + positions)
+    return dict(sample_vectors=vectors[order].contiguous(), sample_ids=ids[order].contiguous(),
+                sample_positions=positions[order].contiguous())
 
 
 class _Accumulator:
@@ -149,30 +165,75 @@ class _Accumulator:
             self.importance.index_add_(0, labels, (a >= threshold).long())
             self.attribution.index_add_(0, labels, a)
 
-    def result(self) -> LayerStats:
-        extra: dict[str, Any] = {}
+    def state(self) -> dict[str, Tensor]:
+        """The associative state of the images seen (a shard's partial statistics, on the CPU);
+        empty when no batch was seen."""
+        if not self.ready:
+            return {}
+        out = dict(class_counts=self.counts, input_sum=self.input_sum, output_sum=self.output_sum,
+                   top_max_values=self.top["max"][0], top_max_ids=self.top["max"][1],
+                   top_mean_values=self.top["mean"][0], top_mean_ids=self.top["mean"][1])
         if self.spec.tau is not None:
-            extra = dict(importance_counts=self.importance.cpu(), attribution_sum=self.attribution.cpu(),
-                         tau=self.spec.tau)
+            out.update(importance_counts=self.importance, attribution_sum=self.attribution)
         if self.sample is not None:
-            extra.update(self.sample.result())
-        return LayerStats(
-            class_counts=self.counts.cpu(), input_sum=self.input_sum.cpu(), output_sum=self.output_sum.cpu(),
-            top_max_values=self.top["max"][0].cpu(), top_max_ids=self.top["max"][1].cpu(),
-            top_mean_values=self.top["mean"][0].cpu(), top_mean_ids=self.top["mean"][1].cpu(), **extra,
-        )
+            out.update(self.sample.state())
+        return {k: v.cpu() for k, v in out.items()}
+
+
+SUMMED = ("class_counts", "input_sum", "output_sum", "importance_counts", "attribution_sum")
+
+
+def merge_partials(parts: list[dict[str, Tensor]], spec: CaptureSpec) -> LayerStats:
+    """The statistics of the union of disjoint shards (each a :func:`capture_partial`): sums
+    and counts add, top-k lists merge with the same tie rule, vector samples merge by key. One
+    shard gives exactly its own statistics; shards computed in the single-process batches give
+    the single-process statistics (top-k, counts and samples equal; float64 sums to rounding)."""
+    parts = [p for p in parts if p]
+    if not parts:
+        raise RuntimeError(f"layer {spec.layer!r} was never called during the forward pass")
+    merged: dict[str, Any] = {}
+    for name in SUMMED:
+        if name in parts[0]:
+            total = parts[0][name].clone()
+            for p in parts[1:]:
+                total += p[name]
+            merged[name] = total
+    for name in ("max", "mean"):
+        values, ids = parts[0][f"top_{name}_values"], parts[0][f"top_{name}_ids"]
+        for p in parts[1:]:
+            values, ids = _merge_topk(values, ids, p[f"top_{name}_values"], p[f"top_{name}_ids"], spec.top_k)
+        merged[f"top_{name}_values"], merged[f"top_{name}_ids"] = values, ids
+    if spec.tau is not None:
+        merged["tau"] = spec.tau
+    if spec.sample_vectors:
+        merged.update(merge_samples(parts, spec.sample_vectors))
+    return LayerStats(**merged)
 
 
 class _IndexedDataset(torch.utils.data.Dataset):
-    def __init__(self, base: ImageDataset):
-        self.base = base
+    """(dataset index, image, label) of the images ``indices`` of ``base``."""
+
+    def __init__(self, base: ImageDataset, indices: list[int]):
+        self.base, self.indices = base, indices
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.indices)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, j: int):
+        i = self.indices[j]
         image, label = self.base[i]
         return i, image, label
+
+
+def shard_indices(total: int, batch_size: int, shard: tuple[int, int]) -> list[int]:
+    """The images of shard ``(index, count)``: the single-process batches b with
+    b % count == index, whole. Each image is computed in the same batch as in the
+    single-process pass, so its per-image values are the same bit for bit."""
+    index, count = shard
+    if not (isinstance(index, int) and isinstance(count, int) and count >= 1 and 0 <= index < count):
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
+    return [i for b in range(index, -(-total // batch_size), count)
+            for i in range(b * batch_size, min((b + 1) * batch_size, total))]
 
 
 def capture(
@@ -187,8 +248,24 @@ def capture(
     """Run the streaming pass and return the statistics (no cache; see :func:`cached_capture`).
     Non-finite logits, activations or attributions stop it with a
     :class:`benchmark.core.finite.NonFiniteError` naming ``model_name``, the layer and the images."""
+    return merge_partials([capture_partial(model, dataset, spec, device, num_workers, progress, model_name)], spec)
+
+
+def capture_partial(
+    model: nn.Module,
+    dataset: ImageDataset,
+    spec: CaptureSpec,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+    model_name: str | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> dict[str, Tensor]:
+    """The streaming pass over the images of one shard (:func:`shard_indices`; ``(0, 1)`` =
+    every image): its associative state, which :func:`merge_partials` combines."""
     if len(dataset) == 0:
         raise ValueError("cannot capture statistics of an empty dataset")
+    indices = shard_indices(len(dataset), spec.batch_size, shard)
     layer = get_layer(model, spec.layer)
     device = torch.device(device)
     acc = _Accumulator(dataset.num_classes, spec)
@@ -206,7 +283,7 @@ def capture(
         box["z"] = output
         return output
 
-    loader = DataLoader(_IndexedDataset(dataset), batch_size=spec.batch_size, shuffle=False,
+    loader = DataLoader(_IndexedDataset(dataset, indices), batch_size=spec.batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     handles = [layer.register_forward_pre_hook(pre_hook), layer.register_forward_hook(hook)]
     try:
@@ -229,10 +306,10 @@ def capture(
     finally:
         for handle in handles:
             handle.remove()
-    if not acc.ready:
+    if indices and not acc.ready:
         raise RuntimeError(f"layer {spec.layer!r} was never called during the forward pass")
     watch.check(model_name or type(model).__name__, spec.layer)
-    return acc.result()
+    return acc.state()
 
 
 def capture_spec_key(model: nn.Module, dataset: ImageDataset, spec: CaptureSpec) -> dict:
@@ -250,11 +327,33 @@ def cached_capture(
     progress: bool = True,
     model_name: str | None = None,
 ) -> LayerStats:
-    """:func:`capture`, served from the cache when the same request was computed before."""
+    """:func:`capture`, served from the cache when the same request was computed before.
+    Inside a process group (:mod:`benchmark.engine.sharding`, a torchrun launch) every rank
+    captures its shard, the partial statistics are gathered and merged on every rank, and rank
+    0 writes the entry; the ranks must ask for the same capture (checked)."""
     cache = cache if cache is not None else Cache()
-    tensors = cache.get_or_compute(
-        "capture",
-        capture_spec_key(model, dataset, spec),
-        lambda: capture(model, dataset, spec, device, num_workers, progress, model_name).to_tensors(),
-    )
+    key = capture_spec_key(model, dataset, spec)
+    rank, size = sharding.world()
+    if size == 1:
+        tensors = cache.get_or_compute(
+            "capture", key,
+            lambda: capture(model, dataset, spec, device, num_workers, progress, model_name).to_tensors())
+        return LayerStats.from_tensors(tensors)
+    what = f"the sharded capture of {model_name or type(model).__name__}:{spec.layer}"
+    found = cache.load("capture", key)
+    asked = sharding.all_gather((spec_key(key), found is not None), what)
+    if len({request for request, _ in asked}) > 1:
+        raise sharding.ShardedCaptureError(
+            f"rank {rank}: the ranks ask for different captures of {spec.layer!r} (other model weights, data or "
+            f"parameters); every rank must run the same config and code")
+    if found is not None and all(hit for _, hit in asked):
+        cache.hits += 1
+        return LayerStats.from_tensors(found)
+    cache.misses += 1
+    part = capture_partial(model, dataset, spec, device, num_workers, progress and rank == 0, model_name,
+                           shard=(rank, size))
+    tensors = merge_partials(sharding.all_gather(part, what), spec).to_tensors()
+    if rank == 0:
+        cache.save("capture", key, tensors)
+    sharding.barrier(what)
     return LayerStats.from_tensors(tensors)
