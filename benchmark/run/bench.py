@@ -7,7 +7,8 @@ N/2 images (streaming: independent of N), PURE's per-neuron attributions batched
 neurons vs the lean per-neuron loop (one forward + one plain backward per neuron) and
 ``Pure.fit`` of one neuron vs that loop, ARV surgery seconds per pair (fit with rho tuning +
 activation ratios), per-method fit time per target, per-metric time, wall time, peak RAM
-(and peak GPU memory on CUDA: ``--device cuda``).
+(and peak GPU memory on CUDA: ``--device cuda``), and the ARV pipeline stage by stage as a
+multiple of its physical floor with each stage's peak RSS (:mod:`benchmark.run.floor_bench`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from benchmark.core.types import NotApplicable, Target
 from benchmark.engine.capture import CaptureSpec, capture
 from benchmark.engine.environment import Environment
 from benchmark.engine.memo import memoized
+from benchmark.run.floor_bench import arv_pipeline_floor, format_floor
 from benchmark.run.runner import resolve
 from benchmark.sources.datasets import Subset
 from benchmark.storage.cache import Cache, atomic_write_text
@@ -161,6 +163,7 @@ def bench(config: RunConfig, images: int = 512, progress: bool = True, attributi
     half_stats = capture(model, half, spec, device, progress=False)
     report.update(bare_images_per_s=n / bare, capture_images_per_s=n / cap_s, capture_overhead=cap_s / bare,
                   stats_bytes_n=_stats_bytes(stats), stats_bytes_half_n=_stats_bytes(half_stats))
+    report.update(arv_pipeline_floor(env, config))  # first: its capture stage needs the fresh cache
     context = env.context(layer)
     report.update(attribution_speed(context, attribution_images, attribution_neurons, attribution_layer,
                                     attribution_lower))
@@ -219,6 +222,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  ARV surgery per pair    {report['arv_pair_s']:10.3f} s (fit + rho tuning + ratios; "
                      f"{report['arv_fit_images']} fit images per concept; target < 8 on bench_resnet50; "
                      f"CPU time {report['arv_pair_cpu_s']:.1f} s)")
+    lines += format_floor(report)
     for name, s in report["method_fit_s"].items():
         lines.append(f"  fit {name:<20} {s:10.3f} s/target")
     for name, s in report["metric_s"].items():
