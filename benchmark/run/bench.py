@@ -156,6 +156,9 @@ def bench(config: RunConfig, images: int = 512, progress: bool = True, attributi
     model = env.model
     report: dict[str, Any] = {"model": config.model.name, "layer": layer, "dataset": config.data.dataset,
                               "images": n, "device": str(device)}
+    # first: its capture stage needs the fresh cache, and its peak RSS must not inherit the
+    # training-like bare pass's (parameter gradients of the whole network)
+    report.update(arv_pipeline_floor(env, config))
     bare_forward_backward(model, Subset(env.fit, range(min(n, config.batch_size))), config.batch_size, device)  # warm-up
     bare = bare_forward_backward(model, data, config.batch_size, device)
     spec = CaptureSpec(layer, top_k=config.capture.top_k, tau=config.capture.tau, batch_size=config.batch_size)
@@ -163,7 +166,6 @@ def bench(config: RunConfig, images: int = 512, progress: bool = True, attributi
     half_stats = capture(model, half, spec, device, progress=False)
     report.update(bare_images_per_s=n / bare, capture_images_per_s=n / cap_s, capture_overhead=cap_s / bare,
                   stats_bytes_n=_stats_bytes(stats), stats_bytes_half_n=_stats_bytes(half_stats))
-    report.update(arv_pipeline_floor(env, config))  # first: its capture stage needs the fresh cache
     context = env.context(layer)
     report.update(attribution_speed(context, attribution_images, attribution_neurons, attribution_layer,
                                     attribution_lower))
