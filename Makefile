@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	@mkdir -p $(PIP_TMP)
 	TMPDIR=$(PIP_TMP) $(PY) -m pip install --quiet --no-cache-dir --upgrade pip
 	TMPDIR=$(PIP_TMP) $(PY) -m pip install --quiet --no-cache-dir -e '.[dev]'
+	# zennit-crp (the PURE authors' attribution library: the reference of tests/engine/test_crp_reference.py
+	# and of `polysemy bench`) declares zennit<=0.4.6; the project uses zennit 0.5.1, on which it runs
+	TMPDIR=$(PIP_TMP) $(PY) -m pip install --quiet --no-cache-dir --no-deps zennit-crp==0.6.0
 	@rm -rf $(PIP_TMP)
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)

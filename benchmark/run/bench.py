@@ -28,6 +28,7 @@ from benchmark.core.types import NotApplicable, Target
 from benchmark.engine.capture import CaptureSpec, capture
 from benchmark.engine.environment import Environment
 from benchmark.engine.memo import memoized
+from benchmark.run.crp_bench import crp_available, crp_speed
 from benchmark.run.floor_bench import arv_pipeline_floor, format_floor
 from benchmark.run.runner import resolve
 from benchmark.sources.datasets import Subset
@@ -169,6 +170,11 @@ def bench(config: RunConfig, images: int = 512, progress: bool = True, attributi
     context = env.context(layer)
     report.update(attribution_speed(context, attribution_images, attribution_neurons, attribution_layer,
                                     attribution_lower))
+    if attribution_lower and crp_available():  # the authors' way (zennit-crp), same neurons and images
+        images = context.fit.images(range(min(attribution_images, len(context.fit)))).to(device)
+        width = int(report["attribution_shape"].split()[0])
+        report.update(crp_speed(context.model, attribution_layer or context.layer, attribution_lower, images,
+                                list(range(width))))
     report.update(arv_pair_time(env, config))
     report.update(_method_and_metric_times(env, config))
     report["wall_s"] = time.perf_counter() - start
@@ -220,6 +226,10 @@ def format_report(report: dict[str, Any]) -> str:
     if "pure_fit_one_s" in report:
         lines += [f"  Pure.fit, one neuron    {report['pure_fit_one_s']:10.3f} s ({report['pure_fit_one_shape']}; k-means included)",
                   f"  lean loop, one neuron   {report['lean_one_s']:10.3f} s (its references' attributions only)"]
+    if "crp_s" in report:
+        lines += [f"  zennit-crp CondAttribution {report['crp_s']:7.3f} s per-neuron loop ({report['crp_shape']}, the authors' way)",
+                  f"  batched vs CRP          {report['crp_speedup']:10.1f} x (target >= 5), largest difference "
+                  f"{report['crp_max_abs_diff']:.1e} (target <= 1e-5)"]
     if "arv_pair_s" in report:
         lines.append(f"  ARV surgery per pair    {report['arv_pair_s']:10.3f} s (fit + rho tuning + ratios; "
                      f"{report['arv_fit_images']} fit images per concept; target < 8 on bench_resnet50; "
