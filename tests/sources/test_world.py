@@ -319,3 +319,32 @@ def test_training_works_when_triggered_inside_no_grad():
         fit(model, images, {"label": labels}, lambda m, x: {"label": m(x)},
             TrainConfig(epochs=1, batch_size=4), seed=0, desc="t", progress=False)
     assert not torch.equal(before, model[1].weight)
+
+
+def _train_world_cnn_on(threads: int) -> tuple[dict, int]:
+    from benchmark.sources.world.generator import generate
+    from benchmark.sources.world.model import WorldCNN
+    from benchmark.sources.world.training import TrainConfig, fit, seeded
+
+    images, factors = generate(range(256))
+    labels = factors["label"]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with seeded(0):
+            model = WorldCNN()
+        fit(model, images, {"label": labels}, lambda m, x: {"label": m(x)},
+            TrainConfig(epochs=2, batch_size=64), seed=0, desc="t", progress=False)
+        return {k: v.clone() for k, v in model.state_dict().items()}, torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_world_training_gives_the_same_weights_on_1_and_2_threads():
+    """The world CNN's training runs on one intra-op thread (benchmark.core.threads): with
+    torch's default threads, 1 and 2 threads gave different networks after a full training."""
+    one, after_one = _train_world_cnn_on(1)
+    two, after_two = _train_world_cnn_on(2)
+    assert (after_one, after_two) == (1, 2)  # the caller's thread count is restored
+    assert one.keys() == two.keys()
+    assert all(torch.equal(one[k], two[k]) for k in one)

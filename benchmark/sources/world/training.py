@@ -1,8 +1,10 @@
 """Training loop and weight cache shared by the world CNN and the judge network.
 
-Training is deterministic for a seed on a given machine and thread count: the
-initialisation and the shuffling draw from their own seeded generators (the caller's
-global RNG state is restored afterwards). Optimiser: AdamW with a one-cycle learning-rate
+Training is deterministic for a seed whatever the thread count: the initialisation and the
+shuffling draw from their own seeded generators (the caller's global RNG state is restored
+afterwards), and the loop runs on one intra-op thread (:func:`benchmark.core.threads.single_threaded`;
+with torch's default threads, the world CNN trained on 1 and on 2 threads were different
+networks). Optimiser: AdamW with a one-cycle learning-rate
 schedule (Smith & Topin 2019). Trained weights are cached as safetensors files under
 ``cache_root()/world/`` keyed by the hash of everything that determines them (including a
 fingerprint of the world's generating and training code, :data:`WORLD_CODE`), written
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.core.errors import MissingFileError
+from benchmark.core.threads import single_threaded
 from benchmark.sources.world.dataset import to_input
 from benchmark.storage.cache import (
     cache_root,
@@ -79,7 +82,8 @@ def fit(model: nn.Module, images_u8: Tensor, targets: Mapping[str, Tensor], outp
     gen = torch.Generator().manual_seed(seed)
     model.train()
     bar = tqdm(total=config.epochs * steps_per_epoch, desc=desc, disable=not progress, unit="step")
-    with seeded(seed), torch.enable_grad():  # training may be triggered lazily inside no_grad code
+    # one intra-op thread: the same weights on every machine and thread count (benchmark.core.threads)
+    with seeded(seed), torch.enable_grad(), single_threaded():  # training may start lazily inside no_grad code
         for epoch in range(config.epochs):
             order = torch.randperm(n, generator=gen)
             correct = seen = 0
