@@ -47,6 +47,7 @@ from torch import Tensor
 
 from benchmark.core.plugins import Method
 from benchmark.core.registry import METHODS
+from benchmark.core.threads import single_threaded
 from benchmark.core.types import Context, NotApplicable, Split, Target
 from benchmark.engine.layers import layer_activations
 from benchmark.engine.references import top_max_references
@@ -85,6 +86,7 @@ class SAEWeights:
         return cls(t["w_enc"], t["b_enc"], t["w_dec"], t["b_dec"], float(t["scale"].item()), int(t["topk"].item()))
 
 
+@single_threaded()  # the same dictionary whatever the thread count (benchmark.core.threads)
 def train_topk_sae(vectors: Tensor, latents: int, topk: int, steps: int, batch_size: int, lr: float,
                    seed: int) -> SAEWeights:
     """Trains a TopK SAE on ``vectors`` (n, C) (float32, CPU; seeded init and batches)."""

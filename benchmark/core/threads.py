@@ -6,7 +6,9 @@ on the thread count; over thousands of steps the difference grows into another n
 (measured: the synthetic world's CNN trained with 1 and with 2 threads differs by up to 144
 in a weight). :func:`single_threaded` runs a block on one intra-op thread and restores the
 caller's setting, so a training gives the same weights whatever the machine's core count or
-``OMP_NUM_THREADS``. CUDA is unaffected (its kernels do not use these threads).
+``OMP_NUM_THREADS``. Used by every optimisation whose result is cached or scored: the world
+CNN and judge training, the functional planting's fine-tuning, the SAE dictionaries and the
+feature-visualisation renderings. CUDA is unaffected (its kernels do not use these threads).
 """
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.core.threads import single_threaded
 from benchmark.engine.layers import eval_mode, get_layer
 from benchmark.sources.datasets import ImageDataset
 from benchmark.storage.cache import Cache, model_fingerprint
@@ -75,6 +76,7 @@ def _trainable(model: nn.Module, layer: str) -> list[tuple[str, nn.Parameter]]:
     return out
 
 
+@single_threaded()  # the same fine-tuned weights whatever the thread count (benchmark.core.threads)
 def finetune_downstream(model: nn.Module, layer: str, keep: Sequence[int], fit: ImageDataset,
                         schedule: FunctionalSchedule, device: torch.device | str = "cpu",
                         progress: bool = False) -> nn.Module:

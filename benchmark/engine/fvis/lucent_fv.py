@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from benchmark.core.registry import FEATURE_VIS
+from benchmark.core.threads import single_threaded
 from benchmark.engine.fvis._common import Normalize, Rendering, ascend, check_args, evaluate, resize, score, seeded
 
 
@@ -94,6 +95,7 @@ class LucentFV:
             transform.jitter(max(2, round(4 * s))),
         ])
 
+    @single_threaded()  # the same renderings whatever the thread count (benchmark.core.threads)
     def render(self, objective: Callable[[Tensor], Tensor], num: int, normalize: Normalize) -> Rendering:
         """Optimise ``num`` images, image i for objective i; see the module docstring."""
         check_args(num, self.image_size, self.steps, self.lr)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.core.registry import FEATURE_VIS
+from benchmark.core.threads import single_threaded
 from benchmark.engine.fvis._common import Normalize, Rendering, ascend, check_args, evaluate, score
 
 # Square root of ImageNet's RGB colour correlation (Lucid), columns scaled to max norm 1.
@@ -159,6 +160,7 @@ class MACO:
             crops = crops + self.noise * torch.randn(crops.shape, generator=gen).to(crops)
         return crops
 
+    @single_threaded()  # the same renderings whatever the thread count (benchmark.core.threads)
     def render(self, objective: Callable[[Tensor], Tensor], num: int, normalize: Normalize) -> Rendering:
         """Optimise ``num`` images, image i for objective i; see the module docstring."""
         check_args(num, self.image_size, self.steps, self.lr)
