@@ -103,12 +103,9 @@ def _capture_args(p: argparse.ArgumentParser) -> None:
 
 def _capture(args: argparse.Namespace) -> int:
     from benchmark.core.config import load_config, parse_override
-    from benchmark.run.sharded_capture import capture_run, describe
+    from benchmark.run.sharded_capture import capture_command
 
-    config = load_config(args.config, dict(parse_override(s) for s in args.set))
-    for line in describe(capture_run(config, progress=not args.quiet)):
-        print(line)
-    return 0
+    return capture_command(load_config(args.config, dict(parse_override(s) for s in args.set)), not args.quiet)
 
 
 command("capture", "capture a run's statistics into the cache ahead of the run "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from typing import Any
 
 import torch
@@ -87,3 +88,22 @@ def barrier(what: str) -> None:
     except Exception as err:
         raise ShardedCaptureError(f"rank {rank} of {size}: {what}: another rank stopped or cannot be reached "
                                   f"({type(err).__name__})") from err
+
+
+def shutdown() -> None:
+    """Leave the process group cleanly: wait for every rank, then destroy it (a rank that exits
+    while a peer still reads its last message makes the peer abort). A no-op in one process."""
+    if dist.is_available() and dist.is_initialized():
+        barrier("finishing")
+        dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> None:
+    """End a rank's process after :func:`shutdown`, without the interpreter's exit handlers:
+    with them, about 1 launch in 6 of a 2-rank gloo run on this machine aborted at exit
+    ("terminate called without an active exception", SIGABRT) after all its work was done and
+    written; skipping them, 0 of 12. Output is flushed first."""
+    shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

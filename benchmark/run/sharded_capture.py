@@ -70,6 +70,17 @@ def capture_run(config: RunConfig, cache: Cache | None = None, progress: bool = 
     return done
 
 
+def capture_command(config: RunConfig, progress: bool = True) -> int:
+    """``polysemy capture``: :func:`capture_run`, its lines printed (:func:`describe`); in a
+    torchrun launch the rank then leaves the process group and ends its process at once
+    (:func:`benchmark.engine.sharding.exit_rank`)."""
+    for line in describe(capture_run(config, progress=progress)):
+        print(line)
+    if sharding.world()[1] > 1:
+        sharding.exit_rank(0)
+    return 0
+
+
 def describe(done: list[CapturedSubject]) -> list[str]:
     """One line per subject, printed by rank 0 only (no line on the other ranks)."""
     rank, size = sharding.world()
