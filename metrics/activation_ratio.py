@@ -35,10 +35,15 @@ j != m(i) of s_ij`` (everything that leaks to other virtual neurons), and
   aggregation: the ARV paper pools the per-image ratios of all pairs; averaging
   ``distance_pooled`` over targets weighted by the ``kept`` extra gives the pooled number);
 * ``own_gating`` / ``cross_gating`` for gating splits, ``own_surgery`` / ``cross_surgery`` for
-  surgery splits, ``own_dictionary`` / ``cross_dictionary`` for dictionary splits: the authors' per-image mean ratios r_ij (own = r_{i,m(i)}, cross = the
-  sum over the other neurons), averaged over concepts. They are kept apart on purpose: for hard-gating
-  methods own + cross = 1 by construction (a routing fraction), for surgery they are
-  magnitudes (own may overshoot 1), so a raw own/cross never compares the two families.
+  surgery splits, ``own_dictionary`` / ``cross_dictionary`` for dictionary splits: the authors'
+  per-image mean ratios r_ij (own = r_{i,m(i)}, cross = the sum over the other neurons),
+  averaged over concepts. They are kept apart on purpose: for hard-gating methods
+  own + cross = 1 by construction (a routing fraction), for surgery and dictionary splits
+  they are signed magnitudes (own may overshoot 1, cross may be negative), so a raw
+  own/cross never compares the two families. ``cross_*`` is the mean of ``|cross_i|`` (the
+  leak whatever its sign; ideal 0, lower is better: a cross of -0.5 leaks as much as +0.5);
+  the signed mean is the extra ``cross_*_signed``. For gating splits cross_i >= 0, so the two
+  agree.
 
 Any split whose virtual neurons are copies of the channel scores distance 1 (duplicate: own
 0.5, cross 0.5; identity: own 1 on one concept, the other unmatched with cross 1); the
@@ -161,7 +166,8 @@ class ActivationRatio(Metric):
             "distance": float(np.mean(distances)),
             "distance_pooled": float(np.average(distances, weights=weights)),
             f"own_{family}": float(np.mean(own_values)),
-            f"cross_{family}": float(np.mean(cross_values)),
+            f"cross_{family}": float(np.mean(np.abs(cross_values))),
+            f"cross_{family}_signed": float(np.mean(cross_values)),
             "kept": float(weights.sum()),
             "concepts_scored": float(len(scored)),
         })

@@ -175,3 +175,19 @@ def test_not_applicable_cases_and_bad_input():
         metric(tau=1.5)
     all_values = metric().score(gated(c, [[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.3, 0.7]]), c)
     assert all(isinstance(v, float) and v == v for v in all_values.values())
+
+
+def test_cross_is_a_magnitude_and_a_negative_leak_is_not_a_better_score():
+    # surgery split leaking -0.3 of the channel to the other neuron on every concept: the
+    # headline cross is |-0.3| (as bad as +0.3), the signed mean stays available
+    negative = metric().score(gated(ctx(), [[1.3, -0.3], [-0.3, 1.3], [0.5, 0.5], [-0.3, 1.3]],
+                                    split_concepts=CONCEPTS, residual=0.0), ctx())
+    positive = metric().score(gated(ctx(), [[0.7, 0.3], [0.3, 0.7], [0.5, 0.5], [0.3, 0.7]],
+                                    split_concepts=CONCEPTS, residual=0.0), ctx())
+    assert negative["cross_surgery"] == pytest.approx(0.3)
+    assert negative["cross_surgery_signed"] == pytest.approx(-0.3)
+    assert positive["cross_surgery"] == pytest.approx(0.3) == positive["cross_surgery_signed"]
+    # mixed signs over the two concepts do not cancel: |+0.2| and |-0.2| average to 0.2
+    mixed = metric().score(gated(ctx(), [[0.8, 0.2], [-0.2, 1.2], [0.5, 0.5], [-0.2, 1.2]],
+                                 split_concepts=CONCEPTS, residual=0.0), ctx())
+    assert mixed["cross_surgery"] == pytest.approx(0.2) and mixed["cross_surgery_signed"] == pytest.approx(0.0, abs=1e-6)
