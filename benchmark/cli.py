@@ -114,6 +114,7 @@ command("capture", "capture a run's statistics into the cache ahead of the run "
 
 # --- run --------------------------------------------------------------------------------
 def _run_args(p: argparse.ArgumentParser) -> None:
+    from benchmark.run.workers import parse_workers
     p.add_argument("config", nargs="?", default=None,
                    help="a packaged config name (synthetic, imagenet_resnet50) or a .toml path; default: synthetic")
     p.add_argument("--methods", help="comma-separated method names (default: the config's; 'all' = every one)")
@@ -129,6 +130,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="override any config key by dotted path, e.g. --set tracks.layer.num_channels=4")
     p.add_argument("--overwrite", action="store_true", help="replace a run of a different config in the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--workers", type=parse_workers, default="auto",
+                   help="unit processes: 'auto' (default) = one per usable CPU, 1 on CUDA; same results for any")
 
 
 def run_overrides(args: argparse.Namespace) -> dict:
@@ -138,7 +141,6 @@ def run_overrides(args: argparse.Namespace) -> dict:
     from benchmark.core.config import TracksConfig, parse_override
 
     TRACKS = [f.name for f in fields(TracksConfig)]  # the track names, without importing the tracks
-
     out: dict = dict(parse_override(s) for s in args.set)
     for flag, key in (("methods", "methods"), ("metrics", "metrics")):
         value = getattr(args, flag)
@@ -171,10 +173,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if launched_size() > 1:
         raise InputError("polysemy run is one process; under torchrun launch the sharded capture instead "
-                         "(torchrun --nproc_per_node N -m benchmark.cli capture --config CONFIG), then run "
+                         "(torchrun --nproc_per_node N -m benchmark.cli capture CONFIG), then run "
                          "'polysemy run CONFIG' once: it reads the captures from the cache")
     config = load_config(args.config, run_overrides(args))
-    out = Runner(config, overwrite=args.overwrite, progress=not args.quiet).run()
+    out = Runner(config, overwrite=args.overwrite, progress=not args.quiet, workers=args.workers).run()
     print((out / "leaderboard.md").read_text())
     print(f"results in {out}: results.csv, run.json, leaderboard.md/.tex/.csv, figures/")
     return 0

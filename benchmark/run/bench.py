@@ -30,7 +30,7 @@ from benchmark.engine.environment import Environment
 from benchmark.engine.memo import memoized
 from benchmark.run.crp_bench import crp_available, crp_speed
 from benchmark.run.floor_bench import arv_pipeline_floor, format_floor
-from benchmark.run.runner import resolve
+from benchmark.run.plugin_set import resolve
 from benchmark.sources.datasets import Subset
 from benchmark.storage.cache import Cache, atomic_write_text
 from benchmark.tracks import TRACKS

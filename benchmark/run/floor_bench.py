@@ -31,7 +31,7 @@ from benchmark.core.types import NotApplicable
 from benchmark.engine.environment import Environment
 from benchmark.engine.layers import eval_mode, frozen_parameters, get_layer
 from benchmark.engine.memo import memoized
-from benchmark.run.runner import resolve
+from benchmark.run.plugin_set import resolve
 from benchmark.sources.datasets import ImageDataset
 from benchmark.tracks import TRACKS
 

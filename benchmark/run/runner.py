@@ -7,6 +7,8 @@ At the end this run's parts are assembled into the tidy ``results.csv`` (sorted,
 deterministic), ``run.json`` (provenance), leaderboards and figures. The folder's rules
 (identity, lock, resume, atomic overwrite) are those of :mod:`benchmark.run.folder`;
 everything is validated (:mod:`benchmark.run.preflight`) before anything is written.
+Units run in this process or in ``workers`` forked processes (:mod:`benchmark.run.workers`),
+always on one torch thread each, so the worker count never changes a number.
 """
 from __future__ import annotations
 
@@ -15,26 +17,26 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from benchmark.core.budget import StageTimer, prepare_units
-from benchmark.core.config import ConfigError, RunConfig
+from benchmark.core.config import RunConfig
 from benchmark.core.errors import plugin_code
 from benchmark.core.finite import bad_rows
-from benchmark.core.plugins import Metric
-from benchmark.core.registry import METHODS, METRICS, Registry, hyperparameters
+from benchmark.core.registry import METHODS, METRICS
+from benchmark.core.threads import single_threaded
 from benchmark.core.types import NotApplicable, Split, Target
 from benchmark.engine.environment import Environment
 from benchmark.engine.memo import memoized
 from benchmark.run.folder import RunDirectoryError, RunFolder, plugin_code_fingerprint  # noqa: F401 (RunDirectoryError: re-exported)
-from benchmark.run.preflight import check_environment, check_param_types, check_plugins
-from benchmark.storage.cache import Cache, atomic_write, atomic_write_text, canonical_json
+from benchmark.run.plugin_set import Plugin, resolve
+from benchmark.run.preflight import check_environment, check_plugins
+from benchmark.run.workers import resolve_workers, run_groups
+from benchmark.storage.cache import Cache, atomic_write, atomic_write_text
 from benchmark.tracks import TRACKS, TrackPlan
 
 RESULT_COLUMNS = ["track", "model", "layer", "dataset", "target", "method", "method_params", "metric",
@@ -42,49 +44,6 @@ RESULT_COLUMNS = ["track", "model", "layer", "dataset", "target", "method", "met
                   "data_seed", "model_seed", "method_seed"]  # seed = method_seed (kept for tables)
 SORT_COLUMNS = ["track", "method", "method_params", "target", "model", "layer", "dataset", "model_seed",
                 "data_seed", "method_seed", "metric", "column"]
-
-
-@dataclass(frozen=True)
-class Plugin:
-    """A configured method or metric instance with its registry name and label."""
-
-    name: str
-    instance: Any
-
-    @property
-    def params_json(self) -> str:
-        return canonical_json(hyperparameters(self.instance))
-
-    @property
-    def label(self) -> str:
-        """A metric's table label (parameterised metrics add a key parameter); a method's name."""
-        return self.instance.label if isinstance(self.instance, Metric) else self.name
-
-
-def resolve(registry: Registry, names: Iterable[str], params: dict, seed: int | None = None) -> list[Plugin]:
-    """Instances of the requested plug-ins (``"all"`` = every registered one). With ``seed``,
-    a plug-in with a ``seed`` field gets it unless its parameters name one."""
-    names = list(names)
-    chosen = registry.names() if names == ["all"] else names
-    for key in params:
-        registry.get(key)  # parameters for an unknown name are an error; for an unselected one, unused
-    out = []
-    for name in chosen:
-        cls = registry.get(name)
-        kwargs = dict(params.get(name, {}))
-        valid = set(hyperparameters(cls))
-        if seed is not None and "seed" in valid:
-            kwargs.setdefault("seed", seed)
-        unknown = sorted(set(kwargs) - valid)
-        if unknown:
-            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for {registry.kind} {name!r}; "
-                              f"valid: {', '.join(sorted(valid)) or '(none)'}")
-        check_param_types(cls, kwargs, f"{registry.kind} {name!r}")
-        try:
-            out.append(Plugin(name, cls(**kwargs)))
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{registry.kind} {name!r}: {err}") from None
-    return out
 
 
 def _non_finite(split: Split, context) -> str:
@@ -111,8 +70,9 @@ class Runner:
     """Executes a config into a run folder (see module docstring)."""
 
     def __init__(self, config: RunConfig, output_dir: str | Path | None = None, overwrite: bool = False,
-                 cache: Cache | None = None, progress: bool = True):
+                 cache: Cache | None = None, progress: bool = True, workers: int | str = 1):
         self.config = config
+        self.workers = resolve_workers(workers, config.device)  # processes of the units (benchmark.run.workers)
         self.out = Path(output_dir or config.output_dir)
         self.progress = progress
         self.cache = cache or Cache()
@@ -160,9 +120,7 @@ class Runner:
         t0 = time.perf_counter()
         self.keys = [self._key(plan, method, target) for plan, method, target in units]
         prepare_units(units, self._unit_done, self.timer)
-        for plan, method, target in tqdm(units, desc="benchmark", unit="unit", disable=not self.progress):
-            with self.timer("units", plan.track):
-                self._run_unit(plan, method, target)
+        self._run_units(units)
         self.timings["units_s"] = time.perf_counter() - t0
         self.folder.remove_stale(self.keys)  # parts of other identities or units: never mixed in
         from benchmark.engine.cards import prune_thumbnails
@@ -173,6 +131,35 @@ class Runner:
         self._render(results, plans, env)
         self.timings["total_s"] = time.perf_counter() - start
         self._write_provenance(env, plans, start)
+
+    def _run_units(self, units: list[tuple]) -> None:
+        """The pending units, in this process or in worker processes grouped by target."""
+        pending = [u for u in units if not self._unit_done(*u)]
+        groups: dict[tuple, list[tuple]] = {}
+        for unit in pending:  # unit = (plan, method, target): every method of a target together
+            groups.setdefault((id(unit[0]), unit[2].model if unit[2] else "", unit[2].key if unit[2] else "*"),
+                              []).append(unit)
+        if min(self.workers, len(groups)) <= 1:
+            for unit in tqdm(pending, desc="benchmark", unit="unit", disable=not self.progress):
+                self._timed_unit(unit)
+            return
+        parts = [self._part(*u) for u in units]
+        added = run_groups(list(groups.values()), self._timed_unit, min(self.workers, len(groups)), self._counters,
+                           done=lambda: sum(p.exists() for p in parts), total=len(units), progress=self.progress)
+        for name, value in added.items():  # "time:<stage>" seconds, "cache:hits" / "cache:misses"
+            kind, _, key = name.partition(":")
+            if kind == "time":
+                self.timings[key] = self.timings.get(key, 0.0) + value
+            else:
+                setattr(self.cache, key, getattr(self.cache, key) + int(value))
+
+    def _timed_unit(self, unit: tuple) -> None:
+        with single_threaded(), self.timer("units", unit[0].track):  # the same numbers for any --workers
+            self._run_unit(*unit)
+
+    def _counters(self) -> dict[str, float]:
+        return {**{f"time:{k}": v for k, v in self.timings.items()},
+                "cache:hits": self.cache.hits, "cache:misses": self.cache.misses}
 
     def _key(self, plan: TrackPlan, method: Plugin, target: Target | None) -> str:
         """The unit's file stem: its id within this run's identity (seeds, config, harness

@@ -6,7 +6,8 @@ import pytest
 from benchmark.core.config import ConfigError, load_config
 from benchmark.core.registry import METHODS
 from benchmark.core.types import Target
-from benchmark.run.runner import RESULT_COLUMNS, resolve
+from benchmark.run.plugin_set import resolve
+from benchmark.run.runner import RESULT_COLUMNS
 from benchmark.tracks import TrackPlan
 from tests.fakes import tiny_context
 
