@@ -50,6 +50,7 @@ class Environment:
         self.config = config
         self.cache = cache or Cache()
         self.progress = progress
+        self.workers = 1  # processes the planted track may train in (the runner sets its --workers)
         self.memo = RunMemo()  # the run's memo: every Context built here shares it
         self.device = torch.device(config.device)
         data = config.data

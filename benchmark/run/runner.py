@@ -27,6 +27,7 @@ from benchmark.core.budget import StageTimer, prepare_units
 from benchmark.core.config import RunConfig
 from benchmark.core.errors import plugin_code
 from benchmark.core.finite import bad_rows
+from benchmark.core.forked import run_groups
 from benchmark.core.registry import METHODS, METRICS
 from benchmark.core.threads import single_threaded
 from benchmark.core.types import NotApplicable, Split, Target
@@ -35,7 +36,7 @@ from benchmark.engine.memo import memoized
 from benchmark.run.folder import RunDirectoryError, RunFolder, plugin_code_fingerprint  # noqa: F401 (RunDirectoryError: re-exported)
 from benchmark.run.plugin_set import Plugin, resolve
 from benchmark.run.preflight import check_environment, check_plugins
-from benchmark.run.workers import resolve_workers, run_groups
+from benchmark.run.workers import resolve_workers
 from benchmark.storage.cache import Cache, atomic_write, atomic_write_text
 from benchmark.tracks import TRACKS, TrackPlan
 
@@ -105,6 +106,7 @@ class Runner:
     def _execute(self) -> None:
         start = self._start = time.perf_counter()
         env = Environment(self.config, self.cache, self.progress)
+        env.workers = self.workers  # the planted track trains its model seeds side by side
         self.timings["setup_s"] = time.perf_counter() - start
         plans = []
         for name, build in TRACKS.items():

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from benchmark.core.config import ConfigError, RunConfig
@@ -99,59 +100,21 @@ def _plant_all(env: Environment, config: RunConfig) -> dict[str, TrackPlan]:
                         n_ref=config.capture.top_k)
     unrelated = wordnet_unrelated(env.fit.classes, cfg.wordnet_threshold)
     spec = dict(top_k=config.capture.top_k, batch_size=config.batch_size)
+    shared = _Shared(kinds, heldout, rule, unrelated, spec, primary)
+    _prefetch_trainings(env, config, shared, plantings)
     candidates: list[dict[str, Any]] = []
-    targets: list[Target] = []
+    targets: list[tuple[str, Target]] = []
     contexts: dict[Target, Context] = {}
     model_seeds: dict[Target, int] = {}
     accuracies: dict[str, dict[str, float]] = {}
-
-    def heldout_stats(model, layer, name):  # tau: the fit split's (calibrated where configured)
-        return cached_capture(model, heldout, CaptureSpec(layer, tau=env.tau(model, layer, name), **spec),
-                              cache=env.cache, device=env.device, progress=env.progress)
-
     for name, seed, model_layers in plantings:
-        base = env.models[name] if seed == env.seeds.model else env.load_model(seed, name)
-        acc_original = accuracy(base, heldout, config.batch_size, env.device)
-        for layer in model_layers:
-            base_stats = env.context(layer, base, model_name=name).stats
-            chosen = [("planted", c) for c in choose_planting_pairs(
-                base_stats, cfg.num_channels, unrelated, max_profile_correlation=cfg.max_part_correlation,
-                min_relevance=cfg.min_candidate_relevance)
-                if "planted" in kinds]
-            if "planted_within" in kinds:
-                used = {ch for _, (pair, _) in chosen for ch in pair}
-                chosen += [("planted_within", c) for c in choose_within_class_pairs(
-                    base_stats, config.tracks.planted_within.num_channels, exclude=used)]
-            if not chosen:
-                continue
-            pairs = [p for _, (p, _) in chosen]
-            classes = [((ta,), (tb,)) for _, (_, (ta, tb)) in chosen]
-            offsets = mean_responses(base, layer, base_stats, env.fit.images([0]).to(env.device))
-            merged, truths = plant(base, layer, pairs, classes, offsets=offsets)
-            tuned = cached_finetune(merged, layer, [a for a, _ in pairs], env.fit, _schedule(config, seed),
-                                    cache=env.cache, device=env.device, progress=env.progress)
-            group = {"original": acc_original,
-                     "merged": accuracy(merged, heldout, config.batch_size, env.device),
-                     "functional": accuracy(tuned, heldout, config.batch_size, env.device)}
-            where = f"seed{seed}/{layer}" if name == primary else f"{name}@seed{seed}/{layer}"
+        for where, group, records, accepted in _plant_model(env, config, shared, name, seed, model_layers):
             accuracies[where] = {k: round(v, 4) for k, v in group.items()}
-            merged_stats, tuned_stats = heldout_stats(merged, layer, name), heldout_stats(tuned, layer, name)
-            context = dataclasses.replace(env.context(layer, tuned, truths, model_name=name), heldout=heldout)
-            for (kind, _), (a, b), concepts in zip(chosen, pairs, classes):
-                kept = group["functional"] / group["original"] if group["original"] > 0 else 1.0
-                verdict = assess(truths[a], tuned_stats, context.stats, env.fit, rule, config.batch_size, env.device,
-                                 accuracy_kept=kept)
-                before = concept_measures(merged_stats, a, concepts)
-                record = {"track": kind, **({} if name == primary else {"model": name}), "model_seed": seed, "layer": layer, "channel": a, "source_channels": [a, b],
-                          "classes": [list(c) for c in concepts],
-                          **{f"accuracy_{k}": round(v, 4) for k, v in group.items()}, **verdict,
-                          **{f"merged_{k}": round(v, 4) for k, v in before.items() if not k.startswith("images")}}
-                candidates.append(record)
-                if verdict["accepted"]:
-                    target = Target(f"{name}@seed{seed}", layer, a, concepts=concepts)
-                    targets.append((kind, target))
-                    contexts[target] = context
-                    model_seeds[target] = seed
+            candidates += records
+            for kind, target, context in accepted:
+                targets.append((kind, target))
+                contexts[target] = context
+                model_seeds[target] = seed
     common = {"model_seeds": seeds, "layers": layers, "heldout_images": len(heldout), "accuracy": accuracies,
               "validity_rule": dataclasses.asdict(rule), "schedule": dataclasses.asdict(_schedule(config, seeds[0]))}
     plans = {}
@@ -163,6 +126,117 @@ def _plant_all(env: Environment, config: RunConfig) -> dict[str, TrackPlan]:
                             {"candidates": mine, "accepted": len(accepted), "rejected": len(mine) - len(accepted),
                              **common})
     return plans
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every (model, seed) planting of a run shares."""
+
+    kinds: list[str]
+    heldout: ImageDataset
+    rule: ValidityRule
+    unrelated: Any
+    spec: dict
+    primary: str
+
+
+def _plant_model(env: Environment, config: RunConfig, shared: _Shared, name: str, seed: int,
+                 model_layers: list[str]) -> list[tuple]:
+    """Candidates, planting, fine-tuning and validity filter of one (model, seed) at its layers:
+    per layer ``(where, accuracies, candidate records, [(kind, target, context) accepted])``."""
+    cfg = config.tracks.planted
+    heldout, kinds = shared.heldout, shared.kinds
+
+    def heldout_stats(model, layer):  # tau: the fit split's (calibrated where configured)
+        return cached_capture(model, heldout, CaptureSpec(layer, tau=env.tau(model, layer, name), **shared.spec),
+                              cache=env.cache, device=env.device, progress=env.progress)
+
+    base = env.models[name] if seed == env.seeds.model else env.load_model(seed, name)
+    acc_original = accuracy(base, heldout, config.batch_size, env.device)
+    out = []
+    for layer in model_layers:
+        base_stats = env.context(layer, base, model_name=name).stats
+        chosen = [("planted", c) for c in choose_planting_pairs(
+            base_stats, cfg.num_channels, shared.unrelated, max_profile_correlation=cfg.max_part_correlation,
+            min_relevance=cfg.min_candidate_relevance)
+            if "planted" in kinds]
+        if "planted_within" in kinds:
+            used = {ch for _, (pair, _) in chosen for ch in pair}
+            chosen += [("planted_within", c) for c in choose_within_class_pairs(
+                base_stats, config.tracks.planted_within.num_channels, exclude=used)]
+        if not chosen:
+            continue
+        pairs = [p for _, (p, _) in chosen]
+        classes = [((ta,), (tb,)) for _, (_, (ta, tb)) in chosen]
+        offsets = mean_responses(base, layer, base_stats, env.fit.images([0]).to(env.device))
+        merged, truths = plant(base, layer, pairs, classes, offsets=offsets)
+        tuned = cached_finetune(merged, layer, [a for a, _ in pairs], env.fit, _schedule(config, seed),
+                                cache=env.cache, device=env.device, progress=env.progress)
+        group = {"original": acc_original,
+                 "merged": accuracy(merged, heldout, config.batch_size, env.device),
+                 "functional": accuracy(tuned, heldout, config.batch_size, env.device)}
+        where = f"seed{seed}/{layer}" if name == shared.primary else f"{name}@seed{seed}/{layer}"
+        merged_stats, tuned_stats = heldout_stats(merged, layer), heldout_stats(tuned, layer)
+        context = dataclasses.replace(env.context(layer, tuned, truths, model_name=name), heldout=heldout)
+        records, accepted = [], []
+        for (kind, _), (a, b), concepts in zip(chosen, pairs, classes):
+            kept = group["functional"] / group["original"] if group["original"] > 0 else 1.0
+            verdict = assess(truths[a], tuned_stats, context.stats, env.fit, shared.rule, config.batch_size,
+                             env.device, accuracy_kept=kept)
+            before = concept_measures(merged_stats, a, concepts)
+            records.append({"track": kind, **({} if name == shared.primary else {"model": name}),
+                            "model_seed": seed, "layer": layer, "channel": a, "source_channels": [a, b],
+                            "classes": [list(c) for c in concepts],
+                            **{f"accuracy_{k}": round(v, 4) for k, v in group.items()}, **verdict,
+                            **{f"merged_{k}": round(v, 4) for k, v in before.items() if not k.startswith("images")}})
+            if verdict["accepted"]:
+                accepted.append((kind, Target(f"{name}@seed{seed}", layer, a, concepts=concepts), context))
+        out.append((where, group, records, accepted))
+    return out
+
+
+def _prefetch_trainings(env: Environment, config: RunConfig, shared: _Shared, plantings: list[tuple]) -> None:
+    """With ``env.workers`` > 1 on the CPU: the plantings of the (model, seed)s run once in
+    forked workers (:mod:`benchmark.core.forked`) so that their TRAININGS (the world CNN of
+    each model seed, the functional fine-tunings) land in the cache side by side. The workers
+    store nothing else (their captures and calibrations run on one thread and are dropped:
+    :class:`_TrainingsOnly`), and the planting above then runs as without workers, reading
+    the trainings. Trainings run on one thread anyway (:mod:`benchmark.core.threads`), so
+    the cache holds the same weights either way and no number depends on the worker count;
+    a worker that chose other pairs (a tie broken otherwise on one thread) only wastes work."""
+    from benchmark.core.forked import run_groups
+
+    workers = min(getattr(env, "workers", 1), len(plantings))
+    if workers <= 1 or env.device.type != "cpu":
+        return
+    cache = env.cache
+
+    def prefetch(planting: tuple) -> None:
+        env.cache, env.progress = _TrainingsOnly(cache), False  # in the worker only: the parent's env is not touched
+        _plant_model(env, config, shared, *planting)
+
+    added = run_groups([[p] for p in plantings], prefetch, workers, lambda: {"hits": cache.hits, "misses": cache.misses},
+                       done=lambda: 0, total=len(plantings), progress=False)
+    cache.hits += int(added.get("hits", 0))
+    cache.misses += int(added.get("misses", 0))
+
+
+class _TrainingsOnly:
+    """A view of a cache that reads every kind but stores only the trainings (the fine-tunings)."""
+
+    STORED = frozenset({"functional_planting"})
+
+    def __init__(self, cache):
+        self._cache = cache
+
+    def __getattr__(self, name):
+        return getattr(self._cache, name)
+
+    def get_or_compute(self, kind, spec, compute):
+        if kind in self.STORED:
+            return self._cache.get_or_compute(kind, spec, compute)
+        found = self._cache.load(kind, spec)
+        return found if found is not None else dict(compute())
 
 
 def _plan(env: Environment, kind: str, candidates: list[dict], targets: tuple[Target, ...], contexts: dict,

@@ -8,8 +8,9 @@ import signal
 import pandas as pd
 import pytest
 
+from benchmark.core.forked import WorkerTraceback, run_groups
 from benchmark.run.runner import Runner
-from benchmark.run.workers import WorkerTraceback, resolve_workers, run_groups
+from benchmark.run.workers import resolve_workers
 from benchmark.storage.cache import Cache
 from tests.fakes import tiny_config
 
