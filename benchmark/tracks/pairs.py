@@ -29,7 +29,7 @@ def _detected_pairs(context: Context, config: RunConfig, p: float) -> list[Targe
     cfg = config.tracks.pairs
     records = detect_polysemantic_pairs(context.model, context.layer, context.stats, p=p, gamma=cfg.gamma,
                                        dataset=context.fit, batch_size=context.batch_size, device=context.device)
-    chosen = sorted((r for r in records if r.polysemantic), key=lambda r: (r.cosine, r.channel))[: cfg.max_pairs]
+    chosen = sorted((r for r in records if r.polysemantic), key=lambda r: (r.cosine, r.channel))[: cfg.max_pairs or None]  # 0 = all
     return [Target(context.model_name, context.layer, r.channel, ((r.class_a,), (r.class_b,))) for r in chosen]
 
 
