@@ -46,11 +46,7 @@ def run_groups(groups: Sequence[Sequence], run_unit: Callable, workers: int, cou
     bar of ``total`` units.
     """
     ctx = mp.get_context("fork")
-    queue = ctx.SimpleQueue()
-    for index in range(len(groups)):
-        queue.put(index)
-    for _ in range(workers):
-        queue.put(None)
+    queue = ctx.Queue()  # a feeder thread writes the pipe: put() never blocks, however many groups
     pipes, procs = [], []
     for rank in range(workers):
         receive, send = ctx.Pipe(duplex=False)
@@ -60,6 +56,10 @@ def run_groups(groups: Sequence[Sequence], run_unit: Callable, workers: int, cou
         send.close()
         pipes.append(receive)
         procs.append(proc)
+    for index in range(len(groups)):  # after the fork: the workers read while the queue is fed
+        queue.put(index)
+    for _ in range(workers):
+        queue.put(None)
     reports: dict[int, dict] = {}
     bar = tqdm(total=total, initial=min(done(), total), desc=desc, unit=unit, disable=not progress)
     try:
@@ -90,6 +90,8 @@ def run_groups(groups: Sequence[Sequence], run_unit: Callable, workers: int, cou
                 proc.terminate()
         for proc in procs:
             proc.join()
+        queue.cancel_join_thread()  # what stopped workers left unread must not keep the parent waiting
+        queue.close()
     added: dict[str, float] = {}
     for report in reports.values():
         for name, value in report["added"].items():

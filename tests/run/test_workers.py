@@ -101,3 +101,15 @@ def test_the_workers_option_accepts_auto_and_positive_counts_only():
     for bad in ("0", "-2", "two", "1.5", ""):
         with pytest.raises(argparse.ArgumentTypeError, match="expected 'auto' or an integer >= 1"):
             parse_workers(bad)
+
+
+def test_many_more_groups_than_a_pipe_buffer_holds_do_not_block():
+    # 20,000 queued group indices are far more than the 64 KiB a pipe holds before a writer waits
+    seen = {"n": 0.0}
+
+    def unit(_item):
+        seen["n"] += 1
+
+    added = run_groups([[i] for i in range(20_000)], unit, 2, counters=lambda: dict(seen), done=lambda: 0,
+                       total=20_000, progress=False)
+    assert added == {"n": 20_000.0}
