@@ -28,6 +28,8 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.core.progress import progress_bars
+
 POLL_S = 0.2  # how often the parent refreshes the progress bar and checks its workers
 
 
@@ -36,8 +38,7 @@ class WorkerTraceback(Exception):
 
 
 def run_groups(groups: Sequence[Sequence], run_unit: Callable, workers: int, counters: Callable[[], dict],
-               done: Callable[[], int], total: int, progress: bool, desc: str = "benchmark",
-               unit: str = "unit") -> dict[str, float]:
+               done: Callable[[], int], total: int, progress: bool) -> dict[str, float]:
     """Runs ``run_unit(unit)`` for every unit of ``groups`` in ``workers`` forked processes.
 
     ``counters()`` reads the process's additive counters (stage seconds, cache hits, ...);
@@ -61,7 +62,7 @@ def run_groups(groups: Sequence[Sequence], run_unit: Callable, workers: int, cou
     for _ in range(workers):
         queue.put(None)
     reports: dict[int, dict] = {}
-    bar = tqdm(total=total, initial=min(done(), total), desc=desc, unit=unit, disable=not progress)
+    bar = tqdm(total=total, initial=min(done(), total), desc="benchmark", unit="unit", disable=not progress)
     try:
         while len(reports) < workers:
             for rank, (pipe, proc) in enumerate(zip(pipes, procs)):
@@ -123,8 +124,6 @@ def _worker(rank: int, groups, run_unit: Callable, counters: Callable[[], dict],
     code = 0
     signal.signal(signal.SIGTERM, _stopped)  # a stop unwinds: a part being written removes its temporary file
     try:
-        from benchmark.core.progress import progress_bars
-
         torch.set_num_threads(1)  # N workers share the machine's cores
         before = dict(counters())
         with progress_bars(False):  # the parent draws the one progress bar

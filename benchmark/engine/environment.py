@@ -46,11 +46,11 @@ class Subject:
 class Environment:
     """Model, datasets and contexts of a run (built once, shared by all tracks)."""
 
-    def __init__(self, config: RunConfig, cache: Cache | None = None, progress: bool = True):
+    def __init__(self, config: RunConfig, cache: Cache | None = None, progress: bool = True, workers: int = 1):
         self.config = config
         self.cache = cache or Cache()
         self.progress = progress
-        self.workers = 1  # processes the planted track may train in (the runner sets its --workers)
+        self.workers = workers  # processes the planted track may train in (the run's --workers)
         self.memo = RunMemo()  # the run's memo: every Context built here shares it
         self.device = torch.device(config.device)
         data = config.data

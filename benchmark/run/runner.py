@@ -105,8 +105,7 @@ class Runner:
 
     def _execute(self) -> None:
         start = self._start = time.perf_counter()
-        env = Environment(self.config, self.cache, self.progress)
-        env.workers = self.workers  # the planted track trains its model seeds side by side
+        env = Environment(self.config, self.cache, self.progress, workers=self.workers)
         self.timings["setup_s"] = time.perf_counter() - start
         plans = []
         for name, build in TRACKS.items():
@@ -141,12 +140,13 @@ class Runner:
         for unit in pending:  # unit = (plan, method, target): every method of a target together
             groups.setdefault((id(unit[0]), unit[2].model if unit[2] else "", unit[2].key if unit[2] else "*"),
                               []).append(unit)
-        if min(self.workers, len(groups)) <= 1:
+        workers = min(self.workers, len(groups))
+        if workers <= 1:
             for unit in tqdm(pending, desc="benchmark", unit="unit", disable=not self.progress):
                 self._timed_unit(unit)
             return
         parts = [self._part(*u) for u in units]
-        added = run_groups(list(groups.values()), self._timed_unit, min(self.workers, len(groups)), self._counters,
+        added = run_groups(list(groups.values()), self._timed_unit, workers, self._counters,
                            done=lambda: sum(p.exists() for p in parts), total=len(units), progress=self.progress)
         for name, value in added.items():  # "time:<stage>" seconds, "cache:hits" / "cache:misses"
             kind, _, key = name.partition(":")

@@ -41,6 +41,7 @@ from benchmark.planting.functional import FunctionalSchedule, cached_finetune
 from benchmark.planting.merge import accuracy, choose_planting_pairs, choose_within_class_pairs, mean_responses, plant
 from benchmark.planting.validity import ValidityRule, assess, concept_measures
 from benchmark.sources.datasets import ImageDataset, Subset
+from benchmark.storage.cache import Cache
 from benchmark.tracks.plan import TrackPlan, wordnet_unrelated
 
 
@@ -200,7 +201,7 @@ def _prefetch_trainings(env: Environment, config: RunConfig, shared: _Shared, pl
     forked workers (:mod:`benchmark.core.forked`) so that their TRAININGS (the world CNN of
     each model seed, the functional fine-tunings) land in the cache side by side. The workers
     store nothing else (their captures and calibrations run on one thread and are dropped:
-    :class:`_TrainingsOnly`), and the planting above then runs as without workers, reading
+    :class:`TrainingsOnly`), and the planting above then runs as without workers, reading
     the trainings. Trainings run on one thread anyway (:mod:`benchmark.core.threads`), so
     the cache holds the same weights either way and no number depends on the worker count;
     a worker that chose other pairs (a tie broken otherwise on one thread) only wastes work."""
@@ -211,32 +212,30 @@ def _prefetch_trainings(env: Environment, config: RunConfig, shared: _Shared, pl
         return
     cache = env.cache
 
-    def prefetch(planting: tuple) -> None:
-        env.cache, env.progress = _TrainingsOnly(cache), False  # in the worker only: the parent's env is not touched
+    def prefetch(planting: tuple) -> None:  # in a worker: the parent's env is not touched
+        if not isinstance(env.cache, TrainingsOnly):
+            env.cache, env.progress = TrainingsOnly(cache), False
         _plant_model(env, config, shared, *planting)
 
-    added = run_groups([[p] for p in plantings], prefetch, workers, lambda: {"hits": cache.hits, "misses": cache.misses},
-                       done=lambda: 0, total=len(plantings), progress=False)
+    counters = lambda: {"hits": env.cache.hits, "misses": env.cache.misses}  # noqa: E731
+    added = run_groups([[p] for p in plantings], prefetch, workers, counters, done=lambda: 0, total=len(plantings),
+                       progress=False)
     cache.hits += int(added.get("hits", 0))
     cache.misses += int(added.get("misses", 0))
 
 
-class _TrainingsOnly:
-    """A view of a cache that reads every kind but stores only the trainings (the fine-tunings)."""
+class TrainingsOnly(Cache):
+    """The same cache folder, storing only the trainings (the fine-tunings): every other
+    entry a worker computes is dropped, so the parent computes and stores it itself."""
 
     STORED = frozenset({"functional_planting"})
 
-    def __init__(self, cache):
-        self._cache = cache
+    def __init__(self, cache: Cache):
+        super().__init__(cache.root)
+        self.hits, self.misses = cache.hits, cache.misses  # go on counting from the cache it stands in for
 
-    def __getattr__(self, name):
-        return getattr(self._cache, name)
-
-    def get_or_compute(self, kind, spec, compute):
-        if kind in self.STORED:
-            return self._cache.get_or_compute(kind, spec, compute)
-        found = self._cache.load(kind, spec)
-        return found if found is not None else dict(compute())
+    def save(self, kind: str, spec, tensors):  # type: ignore[override]  # returns None for a dropped entry
+        return super().save(kind, spec, tensors) if kind in self.STORED else None
 
 
 def _plan(env: Environment, kind: str, candidates: list[dict], targets: tuple[Target, ...], contexts: dict,

@@ -7,7 +7,7 @@ import json
 
 from benchmark.engine.environment import Environment
 from benchmark.storage.cache import Cache
-from benchmark.tracks.planted import _plant_all
+from benchmark.tracks.planted import TrainingsOnly, _plant_all
 from tests.fakes import tiny_config
 
 SEEDS = {"tracks.planted.model_seeds": [0, 1, 2], "tracks.planted.num_channels": 2}
@@ -38,8 +38,10 @@ def test_workers_store_only_the_finetunings_and_the_plan_is_the_same(tmp_path, m
     original = planted._prefetch_trainings
 
     def spy(env, config, shared, plantings):
+        misses = env.cache.misses
         original(env, config, shared, plantings)
         stored["after_prefetch"] = _kinds(env.cache.root)  # before the parent plants anything itself
+        stored["worker_misses"] = env.cache.misses - misses  # reported back by the workers
 
     monkeypatch.setattr(planted, "_prefetch_trainings", spy)
     _, one_cache, one = _plans(tmp_path, "one", 1)
@@ -49,7 +51,22 @@ def test_workers_store_only_the_finetunings_and_the_plan_is_the_same(tmp_path, m
     prefetched = stored["after_prefetch"]
     assert prefetched.get("functional_planting") == 3  # the workers trained every model seed's planting
     assert {k for k, n in prefetched.items() if n} == {"functional_planting"}  # and stored nothing else
-    assert two_cache.misses >= 3  # the workers' cache counters reach the parent
+    assert stored["worker_misses"] >= 3  # the workers' cache counters reach the parent (3 fine-tunings at least)
     assert _summary(one) == _summary(two)
     assert _kinds(one_cache.root) == _kinds(two_cache.root)
     assert isinstance(env.cache, Cache)  # the parent's environment keeps its own cache
+
+
+def test_the_workers_cache_view_stores_trainings_and_drops_everything_else(tmp_path):
+    import torch
+
+    cache = Cache(tmp_path / "cache")
+    cache.misses = 5
+    view = TrainingsOnly(cache)
+    assert (view.root, view.misses) == (cache.root, 5)
+    tensors = {"x": torch.arange(3.0)}
+    assert view.save("capture", {"a": 1}, tensors) is None  # dropped, also when saved directly
+    assert view.get_or_compute("capture", {"a": 2}, lambda: tensors)["x"].tolist() == [0.0, 1.0, 2.0]
+    view.save("functional_planting", {"a": 1}, tensors)
+    assert _kinds(cache.root) == {"functional_planting": 1}
+    assert view.misses == 6 and cache.load("functional_planting", {"a": 1})["x"].tolist() == [0.0, 1.0, 2.0]
