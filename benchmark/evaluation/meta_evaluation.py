@@ -92,6 +92,25 @@ def _kendall_rows(m_bn: np.ndarray, t_bn: np.ndarray, chunk: int = 64) -> np.nda
     return out
 
 
+def _kendall_resampled(metric: np.ndarray, truth: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of every bootstrap resample ``metric[idx[b]]`` vs ``truth[idx[b]]``,
+    equal to :func:`_kendall_rows` on the resampled rows, without forming them: a resample
+    that draws item a c_a times has c_a c_b pairs (a, b), so each sum over its pairs i < j is
+    the quadratic form c^T P c / 2 of the pair matrix P of the original items (its diagonal is
+    0: a pair of copies is tied on both sides). Integer sums, so exact in float64."""
+    n = metric.size
+    counts = np.zeros((idx.shape[0], n))
+    np.add.at(counts, (np.repeat(np.arange(idx.shape[0]), idx.shape[1]), idx.ravel()), 1.0)
+    sm = np.sign(metric[:, None] - metric[None, :])
+    st = np.sign(truth[:, None] - truth[None, :])
+
+    def pairs(matrix: np.ndarray) -> np.ndarray:
+        return 0.5 * np.einsum("bi,bi->b", counts @ matrix, counts)
+
+    num, den = pairs(sm * st), np.sqrt(pairs(np.abs(sm)) * pairs(np.abs(st)))
+    return np.divide(num, den, out=np.full(len(den), np.nan), where=den > 0)
+
+
 def rank_agreement(metric: np.ndarray, truth: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> dict[str, float]:
     """Spearman and Kendall (tau-b) of ``metric`` vs ``truth`` with 95% percentile bootstrap
     CIs (resamples where either side is constant are skipped)."""
@@ -103,8 +122,10 @@ def rank_agreement(metric: np.ndarray, truth: np.ndarray, bootstrap: int = 1000,
     out["spearman"] = float(_spearman_rows(metric[None], truth[None])[0]) if enough else np.nan
     out["kendall"] = float(_kendall_rows(metric[None], truth[None])[0]) if enough else np.nan
     idx = np.random.default_rng(seed).integers(0, metric.size, (bootstrap if enough else 0, metric.size))
-    for name, fn in (("spearman", _spearman_rows), ("kendall", _kendall_rows)):
-        values = fn(metric[idx], truth[idx]) if idx.size else np.array([])
+    resampled = {"spearman": lambda: _spearman_rows(metric[idx], truth[idx]),
+                 "kendall": lambda: _kendall_resampled(metric, truth, idx)}
+    for name, fn in resampled.items():
+        values = fn() if idx.size else np.array([])
         values = values[np.isfinite(values)]
         lo, hi = np.percentile(values, [2.5, 97.5]) if values.size else (np.nan, np.nan)
         out[f"{name}_lo"], out[f"{name}_hi"] = float(lo), float(hi)

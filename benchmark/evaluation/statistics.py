@@ -215,7 +215,13 @@ def target_values(df: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:  # nothing scored (e.g. a track where no metric applies): no targets
         out["n_seeds"] = pd.Series(dtype=int)
         return out
-    counts = grouped[seeds].apply(lambda g: len(g.drop_duplicates())) if seeds else grouped.size()
+    keys = list(KEYS) + list(UNIT)
+    # distinct seed combinations per group: a group's first row survives the de-duplication,
+    # so the groups come out in the same (first-appearance) order as ``out``
+    distinct = rows.drop_duplicates(keys + seeds) if seeds else rows
+    counts = distinct.groupby(keys, sort=False).size()
+    if len(counts) != len(out):
+        raise AssertionError(f"seed counts for {len(counts)} groups, values for {len(out)}")
     out["n_seeds"] = counts.to_numpy().astype(int)
     return out
 
@@ -275,10 +281,13 @@ def _column_comparisons(g: pd.DataFrame, track: str, metric: str, column: str, h
     wide = g.pivot_table(index=list(UNIT), columns="label", values="value", aggfunc="mean", sort=False)
     clustered = seed_clustered(g["model"])
     block = []
+    table = {label: wide[label].to_numpy(dtype=float) for label in wide.columns}
+    models = wide.index.get_level_values("model").to_numpy()
     for a, b in itertools.combinations(list(dict.fromkeys(g["label"])), 2):
-        both = wide[[a, b]].dropna()
-        d = (both[a] - both[b]).to_numpy()
-        clusters = both.index.get_level_values("model").to_numpy()
+        both = ~np.isnan(table[a]) & ~np.isnan(table[b])
+        xa, xb = table[a][both], table[b][both]
+        d = xa - xb
+        clusters = models[both]
         testable = len(d) >= 2
         lo, hi = (math.nan, math.nan)
         if testable:
@@ -289,8 +298,8 @@ def _column_comparisons(g: pd.DataFrame, track: str, metric: str, column: str, h
             p = cluster_sign_flip_pvalue(d, clusters, seed=seed) if clustered else sign_flip_pvalue(d, seed=seed)
         block.append(dict(track=track, metric=metric, column=column, higher_is_better=higher,
                           method_a=a, method_b=b, n_common=len(d),
-                          mean_a=float(both[a].mean()) if len(d) else math.nan,
-                          mean_b=float(both[b].mean()) if len(d) else math.nan,
+                          mean_a=float(xa.mean()) if len(d) else math.nan,
+                          mean_b=float(xb.mean()) if len(d) else math.nan,
                           diff=float(d.mean()) if len(d) else math.nan, ci_low=lo, ci_high=hi, p=p,
                           clusters=len(set(clusters)) if clustered else 0))
     adjusted = holm([r["p"] for r in block])

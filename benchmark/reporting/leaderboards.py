@@ -234,10 +234,13 @@ def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "
     values = target_values(rows)
     clustered = seed_clustered(values["model"])  # several model seeds: resample models, then targets
     seeds = seed_spread(rows).set_index(["label", "metric", "column"])
+    cells: dict[tuple[str, str, str], dict] = {}
+    by_cell = dict(list(values.groupby(["label", "metric", "column"], sort=False)))
+    empty = values.iloc[:0]
     for (label, metric, column), g in rows.groupby(["label", "metric", "column"], sort=False):
         if (metric, column) not in directions:
             continue
-        mine = values[(values["label"] == label) & (values["metric"] == metric) & (values["column"] == column)]
+        mine = by_cell.get((label, metric, column), empty)
         x = mine["value"].to_numpy()
         errors = g[g["status"] == "error"].groupby(list(UNIT)).ngroups
         cell = {"n": len(x), "n_total": g.groupby(list(UNIT)).ngroups, "n_error": errors,
@@ -252,8 +255,14 @@ def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "
                 else bootstrap_ci(x, seed=seed, n_boot=n_boot))
             if len(x) == 1:
                 cell["ci_low"], cell["ci_high"] = _own_interval(everything, label, metric, column)
-        for s, v in cell.items():
-            board.loc[label, (metric, column, s)] = v
+        cells[(label, metric, column)] = cell
+    if cells:  # one assignment per stat column (a .loc write per cell cost seconds per report)
+        positions = {label: i for i, label in enumerate(board.index)}
+        grid = {key: board[key].to_numpy(dtype=float, copy=True) for key in board.columns}
+        for (label, metric, column), cell in cells.items():
+            for stat, v in cell.items():
+                grid[(metric, column, stat)][positions[label]] = v
+        board = pd.DataFrame(grid, index=board.index, columns=board.columns)
     n_targets = rows.groupby(list(UNIT)).ngroups
     comparisons = paired_comparisons(values, seed=seed, n_boot=n_boot)
     marks = {}
@@ -262,7 +271,7 @@ def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "
         marks[(metric, column)] = leaders(board[(metric, column, "mean")].to_dict(),
                                           board[(metric, column, "n")].astype(int).to_dict(),
                                           n_targets, higher, col)
-    board.attrs = {
+    board.attrs = {key: _shared(value) for key, value in {
         "track": track, "uncertainty": uncertainty, "seed": seed, "n_boot": n_boot,
         "higher_is_better": directions, "marks": marks,
         "datasets": list(dict.fromkeys(rows["dataset"])), "models": list(dict.fromkeys(rows["model"])),
@@ -270,8 +279,29 @@ def leaderboard(df: pd.DataFrame, track: str | None = None, uncertainty: str = "
         "n_targets": n_targets, "clusters": int(values["model"].nunique()) if clustered else 0,
         "own_interval": n_targets == 1 and uncertainty == "bootstrap" and bool(
             board[[k for k in board.columns if k[2] == "ci_low"]].notna().to_numpy().any()),
-    }
+    }.items()}
     return board
+
+
+class _SharedDict(dict):
+    """A board attribute pandas does not deep-copy: pandas deep-copies ``attrs`` into every
+    frame and series derived from the board (every column lookup), which cost seconds per
+    report with the marks of 40 columns. Board attributes are never mutated after
+    :func:`leaderboard` builds them, so sharing them is safe."""
+
+    def __deepcopy__(self, memo: dict) -> "_SharedDict":
+        return self
+
+
+class _SharedList(list):
+    """The list counterpart of :class:`_SharedDict`."""
+
+    def __deepcopy__(self, memo: dict) -> "_SharedList":
+        return self
+
+
+def _shared(value):
+    return _SharedDict(value) if isinstance(value, dict) else _SharedList(value) if isinstance(value, list) else value
 
 
 def _own_interval(rows: pd.DataFrame, label: str, metric: str, column: str) -> tuple[float, float]:

@@ -12,7 +12,8 @@ from scipy import stats
 
 from benchmark.core.registry import METHODS, METRICS
 from benchmark.core.types import NotApplicable, Target
-from benchmark.evaluation.meta_evaluation import COLUMNS, meta_evaluation, rank_agreement, write_meta_evaluation
+from benchmark.evaluation.meta_evaluation import (COLUMNS, _kendall_resampled, meta_evaluation, rank_agreement,
+                                                  write_meta_evaluation)
 from benchmark.planting.merge import plant
 from tests.fakes import tiny_context
 
@@ -37,6 +38,18 @@ def test_rank_agreement_known_answers():
     assert tied["spearman"] == pytest.approx(stats.spearmanr(np.round(x), np.round(y)).statistic)
     with pytest.raises(ValueError):
         rank_agreement(x, y[:5])
+
+
+def test_resampled_kendall_equals_scipy_on_every_resample():
+    """The bootstrap's quadratic-form tau-b is scipy's tau-b of each resampled vector, ties
+    (from rounding and from drawing an item twice) included."""
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(size=30), 1)
+    y = np.round(x + rng.normal(size=30), 0)
+    idx = rng.integers(0, 30, (25, 30))
+    got = _kendall_resampled(x, y, idx)
+    want = [stats.kendalltau(x[i], y[i]).statistic for i in idx]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
 METHODS_HERE = ("oracle", "duplicate", "identity", "random_split", "activation_kmeans")
