@@ -8,7 +8,9 @@ deterministic), ``run.json`` (provenance), leaderboards and figures. The folder'
 (identity, lock, resume, atomic overwrite) are those of :mod:`benchmark.run.folder`;
 everything is validated (:mod:`benchmark.run.preflight`) before anything is written.
 Units run in this process or in ``workers`` forked processes (:mod:`benchmark.run.workers`),
-always on one torch thread each, so the worker count never changes a number.
+always on one torch thread each, so the worker count never changes a number. A finished
+unit is also kept in the cache (:mod:`benchmark.run.unit_store`): a run of the same
+configuration and code into another folder reads it instead of computing it.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from benchmark.core.threads import single_threaded
 from benchmark.core.types import NotApplicable, Split, Target
 from benchmark.engine.environment import Environment
 from benchmark.engine.memo import memoized
+from benchmark.run import unit_store
 from benchmark.run.folder import RunDirectoryError, RunFolder, plugin_code_fingerprint  # noqa: F401 (RunDirectoryError: re-exported)
 from benchmark.run.plugin_set import Plugin, resolve
 from benchmark.run.preflight import check_environment, check_plugins
@@ -148,6 +151,9 @@ class Runner:
         parts = [self._part(*u) for u in units]
         added = run_groups(list(groups.values()), self._timed_unit, workers, self._counters,
                            done=lambda: sum(p.exists() for p in parts), total=len(units), progress=self.progress)
+        self._add_counters(added)
+
+    def _add_counters(self, added: dict[str, float]) -> None:
         for name, value in added.items():  # "time:<stage>" seconds, "cache:hits" / "cache:misses"
             kind, _, key = name.partition(":")
             if kind == "time":
@@ -180,13 +186,14 @@ class Runner:
     def _run_unit(self, plan: TrackPlan, method: Plugin, target: Target | None) -> None:
         part = self._part(plan, method, target)
         key = part.stem
-        if part.exists():
+        if part.exists() or unit_store.restore(self.cache, self.work, key):  # an earlier run's unit of this key
             return
         torch.manual_seed(self.config.seeds.method)
         executors = {"split": self._split_rows, "detection": self._detection_rows}
         rows = executors[plan.kind](plan, method, target, key)
         frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
         atomic_write(part, lambda p: frame.to_csv(p, index=False))
+        unit_store.store(self.cache, self.work, key)
 
     def _row(self, plan: TrackPlan, method: Plugin, target: Target | None, metric: Plugin, column: str,
              value: float, status: str = "ok", reason: str = "") -> dict:
@@ -337,27 +344,46 @@ class Runner:
         atomic_write_text(self.work / "run.json", json.dumps(info, indent=2, sort_keys=True, default=str))
 
     def _render(self, results: pd.DataFrame, plans: list[TrackPlan], env: Environment) -> None:
-        from benchmark.evaluation.meta_evaluation import write_meta_evaluation
-        from benchmark.reporting.headline import evidence, headline_sections
-        from benchmark.reporting.leaderboards import normalise
-        from benchmark.reporting.run_figures import write_figures
-        from benchmark.reporting.statistical_report import write_report
-        from benchmark.reporting.table_formats import write_leaderboards
-
+        """Tables, statistics and figures, then the HTML report that shows them. With more than
+        one worker the statistics and the figures are drawn side by side in two forked
+        processes (they write disjoint files; neither changes a number of results.csv)."""
         t0 = time.perf_counter()
         self.folder.clear_figures()  # first: the report below draws its CD diagrams into figures/
-        spec, meta, calib = evidence(results, seed=self.config.seeds.method,  # meta-evaluation, headline rule
-                                     evidence_run=self.config.evidence)
-        write_leaderboards(results, self.work, preface=headline_sections(normalise(results), spec))
-        write_report(results, self.work)  # per-target values, paired comparisons, CD diagrams, detection table
-        eligibility = spec.eligibility  # evidence() always computes it
-        atomic_write(self.work / "headline_eligibility.csv", lambda p: eligibility.to_csv(p, index=False))
-        write_meta_evaluation(results, self.work, seed=self.config.seeds.method, table=meta, calib=calib,
-                              eligibility=eligibility)
-        write_figures(self.work, results, plans, self.methods, env, splits=self.kept_splits, timer=self.timer)
+        jobs = {"statistics": lambda: self._write_statistics(results),
+                "figures": lambda: self._write_figures(results, plans, env)}
+        if self.workers > 1:
+            added = run_groups([[name] for name in jobs], lambda name: jobs[name](), 2, self._counters,
+                               done=lambda: 0, total=0, progress=False)
+            self._add_counters(added)
+        else:
+            for job in jobs.values():
+                job()
         with self.timer("report"):
             from benchmark.reporting.html_report import write_report as write_html_report
 
             self._write_provenance(env, plans, self._start)  # the report shows it
             write_html_report(self.work, seed=self.config.seeds.method)
         self.timings["render_s"] = time.perf_counter() - t0
+
+    def _write_statistics(self, results: pd.DataFrame) -> None:
+        from benchmark.evaluation.meta_evaluation import write_meta_evaluation
+        from benchmark.reporting.headline import evidence, headline_sections
+        from benchmark.reporting.leaderboards import normalise
+        from benchmark.reporting.statistical_report import write_report
+        from benchmark.reporting.table_formats import write_leaderboards
+
+        with self.timer("statistics"):
+            spec, meta, calib = evidence(results, seed=self.config.seeds.method,  # meta-evaluation, headline rule
+                                         evidence_run=self.config.evidence)
+            write_leaderboards(results, self.work, preface=headline_sections(normalise(results), spec))
+            write_report(results, self.work)  # per-target values, paired comparisons, CD diagrams, detection table
+            eligibility = spec.eligibility  # evidence() always computes it
+            atomic_write(self.work / "headline_eligibility.csv", lambda p: eligibility.to_csv(p, index=False))
+            write_meta_evaluation(results, self.work, seed=self.config.seeds.method, table=meta, calib=calib,
+                                  eligibility=eligibility)
+
+    def _write_figures(self, results: pd.DataFrame, plans: list[TrackPlan], env: Environment) -> None:
+        from benchmark.reporting.run_figures import write_figures
+
+        with single_threaded():  # side by side with the statistics: one thread each
+            write_figures(self.work, results, plans, self.methods, env, splits=self.kept_splits, timer=self.timer)

@@ -52,6 +52,7 @@ KINDS: dict[str, str] = {
     "fvis_images": "feature visualisations of the fvis_grid figure (per run unit, or per channel)",
     "sae_dictionaries": "sparse autoencoders trained on a layer's sampled output vectors (method sae)",
     "tau_calibration": "the ARV importance threshold tau calibrated for one (model, layer) on the fit split",
+    "unit_results": "a finished run unit's rows, split card, thumbnails and trace (benchmark.run.unit_store)",
 }
 # The modules that compute an entry of a kind. The key holds the fingerprint of these modules
 # AND of every module they import, directly or not (benchmark.storage.fingerprints reads the

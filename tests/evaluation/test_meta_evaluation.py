@@ -12,8 +12,13 @@ from scipy import stats
 
 from benchmark.core.registry import METHODS, METRICS
 from benchmark.core.types import NotApplicable, Target
-from benchmark.evaluation.meta_evaluation import (COLUMNS, _kendall_resampled, meta_evaluation, rank_agreement,
-                                                  write_meta_evaluation)
+from benchmark.evaluation.meta_evaluation import (
+    COLUMNS,
+    _kendall_resampled,
+    meta_evaluation,
+    rank_agreement,
+    write_meta_evaluation,
+)
 from benchmark.planting.merge import plant
 from tests.fakes import tiny_context
 

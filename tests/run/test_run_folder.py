@@ -23,7 +23,12 @@ def cheap(tmp_path, **over):
 
 @pytest.fixture
 def count_fits(monkeypatch):
-    """How many (method, target) units were computed rather than resumed."""
+    """How many (method, target) units were computed rather than resumed from the folder (the
+    cache's finished units, benchmark.run.unit_store, are switched off: these tests are about
+    the folder's own parts)."""
+    from benchmark.run import unit_store
+
+    monkeypatch.setattr(unit_store, "restore", lambda *args: False)
     calls = {"n": 0}
     original = Runner._split_rows
 

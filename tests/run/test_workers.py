@@ -28,8 +28,12 @@ def test_two_workers_write_the_same_results_bit_for_bit_as_one(tmp_path):
     assert (one / "results.csv").read_bytes() == (two / "results.csv").read_bytes()
     assert sorted(p.name for p in (one / "parts").iterdir()) == sorted(p.name for p in (two / "parts").iterdir())
     assert sorted(p.name for p in (one / "cards").iterdir()) == sorted(p.name for p in (two / "cards").iterdir())
+    for name in ("leaderboard.md", "report.md", "meta_evaluation.md", "headline_eligibility.csv"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name  # statistics drawn in a worker
+    assert sorted(p.name for p in (one / "figures").iterdir()) == sorted(p.name for p in (two / "figures").iterdir())
+    assert (two / "report" / "index.html").is_file()
     timings = pd.read_json(two / "run.json", typ="series")["timings"]
-    assert {"fit/arv_surgery", "metric/activation_ratio", "units/planted"} <= set(timings)  # reported back
+    assert {"fit/arv_surgery", "metric/activation_ratio", "units/planted", "statistics"} <= set(timings)
     assert not list(two.rglob("*.tmp"))
 
 
