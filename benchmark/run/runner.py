@@ -385,5 +385,5 @@ class Runner:
     def _write_figures(self, results: pd.DataFrame, plans: list[TrackPlan], env: Environment) -> None:
         from benchmark.reporting.run_figures import write_figures
 
-        with single_threaded():  # side by side with the statistics: one thread each
-            write_figures(self.work, results, plans, self.methods, env, splits=self.kept_splits, timer=self.timer)
+        # side by side with the statistics, the worker process runs on one thread already
+        write_figures(self.work, results, plans, self.methods, env, splits=self.kept_splits, timer=self.timer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+from benchmark.run import unit_store
 from benchmark.run.runner import Runner
 from benchmark.storage.cache import Cache
 from tests.fakes import tiny_config
@@ -47,7 +48,8 @@ def test_a_corrupted_bundle_is_recomputed_and_not_used(tmp_path, monkeypatch):
     cache = Cache(tmp_path / "cache")
     config = tiny_config(tmp_path)
     first = Runner(config, output_dir=tmp_path / "first", cache=cache, progress=False).run()
-    bundle = sorted((cache.root / "unit_results").glob("*.safetensors"))[0]
+    key = next(p.stem for p in sorted((first / "parts").glob("*.csv")) if (first / "cards" / f"{p.stem}.json").is_file())
+    bundle = cache.path(unit_store.KIND, {"unit": key})  # the bundle of a split unit (it has a card)
     data = bytearray(bundle.read_bytes())
     data[-1] ^= 0xFF  # one flipped byte of the payload: the checksum no longer matches
     bundle.write_bytes(bytes(data))
@@ -55,6 +57,6 @@ def test_a_corrupted_bundle_is_recomputed_and_not_used(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the cache warns that it recomputes the entry
         second = Runner(config, output_dir=tmp_path / "second", cache=cache, progress=False).run()
-    assert len(computed) <= 1  # the corrupted unit (a detection unit has no split rows)
+    assert computed == [key]  # that unit alone is computed again
     assert (first / "results.csv").read_bytes() == (second / "results.csv").read_bytes()
     assert bundle.read_bytes() != bytes(data)  # stored again, intact
