@@ -46,6 +46,28 @@ def test_sign_flip_matches_enumeration():
         assert sign_flip_pvalue(d) == pytest.approx(_brute_sign_flip(d))
 
 
+def test_exact_sign_flip_equals_scipy_and_counts_ties_as_rational_enumeration_does():
+    from fractions import Fraction
+
+    from scipy.stats import permutation_test
+
+    rng = np.random.default_rng(11)
+    for n in range(2, 13):  # continuous differences: no ties, scipy's exact test is the reference
+        d = rng.normal(0.2, 1.0, n)
+        ref = permutation_test((d,), lambda x, axis: np.mean(x, axis=axis), vectorized=True,
+                               permutation_type="samples", alternative="two-sided", n_resamples=np.inf)
+        assert sign_flip_pvalue(d) == min(1.0, float(ref.pvalue))
+    # rounded differences with ties; the first sums to exactly 0 (scipy: 0.984, from rounding noise)
+    for d in ([1.1, -0.7, -1.0, -0.7, -0.1, 0.3, 1.1], [0.2, -1, -0.5, -0.6, 0.2, -1, 1.3, -0.4, 0.9, 1.8],
+              [-0.1, 0.1, -0.3, 0.1, 0.3, 0.1, -0.3, 0.2, -0.3, 0.2, -0.1, 0.1], [1, 1, -1, 2, 0, 3, -2]):
+        exact = [Fraction(str(x)) for x in d]
+        observed = abs(sum(exact))
+        hits = sum(abs(sum(s * x for s, x in zip(signs, exact))) >= observed
+                   for signs in itertools.product((1, -1), repeat=len(d)))
+        assert sign_flip_pvalue(d) == hits / 2 ** len(d)
+    assert sign_flip_pvalue([1.1, -0.7, -1.0, -0.7, -0.1, 0.3, 1.1]) == 1.0
+
+
 def test_sign_flip_bad_input():
     with pytest.raises(ValueError, match="finite"):
         sign_flip_pvalue([1.0, float("nan")])
