@@ -114,11 +114,12 @@ def judge(measures: dict[str, float], rule: ValidityRule, concepts) -> list[str]
 
 def assess(truth: PlantedTruth, heldout_stats: LayerStats, fit_stats: LayerStats, fit: ImageDataset,
            rule: ValidityRule, batch_size: int = 256, device: torch.device | str = "cpu",
-           accuracy_kept: float | None = None) -> dict[str, Any]:
+           accuracy_kept: float | None = None, shares: dict[str, float] | None = None) -> dict[str, Any]:
     """Measures, verdict and reasons of one planted channel (``accuracy_kept``: the
-    fine-tuned network's held-out accuracy over the original's; None = not judged)."""
+    fine-tuned network's held-out accuracy over the original's; None = not judged;
+    ``shares``: its :func:`part_shares` when computed already, e.g. read from the cache)."""
     measures = concept_measures(heldout_stats, truth.channel, truth.classes)
-    measures.update(part_shares(truth, fit_stats, fit, rule.n_ref, batch_size, device))
+    measures.update(shares if shares is not None else part_shares(truth, fit_stats, fit, rule.n_ref, batch_size, device))
     if accuracy_kept is not None:
         measures["accuracy_kept"] = float(accuracy_kept)
     reasons = judge(measures, rule, truth.classes)

@@ -53,6 +53,7 @@ KINDS: dict[str, str] = {
     "sae_dictionaries": "sparse autoencoders trained on a layer's sampled output vectors (method sae)",
     "tau_calibration": "the ARV importance threshold tau calibrated for one (model, layer) on the fit split",
     "unit_results": "a finished run unit's rows, split card, thumbnails and trace (benchmark.run.unit_store)",
+    "planting_checks": "held-out accuracies and part shares of the planted track's validity filter",
 }
 # The modules that compute an entry of a kind. The key holds the fingerprint of these modules
 # AND of every module they import, directly or not (benchmark.storage.fingerprints reads the
@@ -62,6 +63,7 @@ KIND_CODE: dict[str, tuple[str, ...]] = {
     "capture": ("benchmark.engine.capture", "benchmark.engine.layer_stats"),
     "pure_attributions": ("benchmark.engine.attribution", "benchmark.engine.attribution_backends", "methods.pure"),
     "functional_planting": ("benchmark.planting.functional",),
+    "planting_checks": ("benchmark.planting.checks",),
     "sae_dictionaries": ("methods.sae",),
     "tau_calibration": ("benchmark.engine.tau_calibration",),
     "pure_crop_boxes": ("benchmark.engine.crops", "benchmark.engine.attribution_backends", "metrics._crop_boxes"),

@@ -2,7 +2,8 @@
 
 For every model seed in ``tracks.planted.model_seeds`` (the world CNN retrained from that
 seed on the same world data) and every layer in ``tracks.planted.layers`` (default: the
-layers the run studies), and for every ``model.extra`` model at its layers:
+layers the run studies), and for every ``model.extra`` model at its ``planted_layers`` (default:
+its ``layers``):
 
 1. candidates: up to ``num_channels`` pairs of channels with WordNet-unrelated top classes
    whose merged class profile has those two classes on top
@@ -37,8 +38,9 @@ from benchmark.core.config import ConfigError, RunConfig
 from benchmark.core.types import Context, Target
 from benchmark.engine.capture import CaptureSpec, cached_capture
 from benchmark.engine.environment import Environment, _spread
+from benchmark.planting.checks import cached_accuracy, cached_part_shares
 from benchmark.planting.functional import FunctionalSchedule, cached_finetune
-from benchmark.planting.merge import accuracy, choose_planting_pairs, choose_within_class_pairs, mean_responses, plant
+from benchmark.planting.merge import choose_planting_pairs, choose_within_class_pairs, mean_responses, plant
 from benchmark.planting.validity import ValidityRule, assess, concept_measures
 from benchmark.sources.datasets import ImageDataset, Subset
 from benchmark.storage.cache import Cache
@@ -93,8 +95,7 @@ def _plant_all(env: Environment, config: RunConfig) -> dict[str, TrackPlan]:
     _check(config, seeds, own)
     # (model, seed, layers): the run's model at every model seed, each model.extra model at the run's seed
     plantings = [(primary, seed, own) for seed in seeds]
-    plantings += [(name, env.seeds.model, [s.layer for s in env.subjects() if s.model == name])
-                  for name in env.models if name != primary]
+    plantings += [(name, env.seeds.model, env.planted_layers(name)) for name in env.models if name != primary]
     layers = list(dict.fromkeys(layer for _, _, ls in plantings for layer in ls))
     heldout = planted_heldout(env, cfg.heldout_images)
     rule = ValidityRule(cfg.min_response, cfg.min_relevance_pass, cfg.min_part_share, cfg.min_accuracy_kept,
@@ -152,8 +153,11 @@ def _plant_model(env: Environment, config: RunConfig, shared: _Shared, name: str
         return cached_capture(model, heldout, CaptureSpec(layer, tau=env.tau(model, layer, name), **shared.spec),
                               cache=env.cache, device=env.device, progress=env.progress)
 
+    def acc(model):
+        return cached_accuracy(model, heldout, config.batch_size, env.device, env.cache)
+
     base = env.models[name] if seed == env.seeds.model else env.load_model(seed, name)
-    acc_original = accuracy(base, heldout, config.batch_size, env.device)
+    acc_original = acc(base)
     out = []
     for layer in model_layers:
         base_stats = env.context(layer, base, model_name=name).stats
@@ -173,17 +177,17 @@ def _plant_model(env: Environment, config: RunConfig, shared: _Shared, name: str
         merged, truths = plant(base, layer, pairs, classes, offsets=offsets)
         tuned = cached_finetune(merged, layer, [a for a, _ in pairs], env.fit, _schedule(config, seed),
                                 cache=env.cache, device=env.device, progress=env.progress)
-        group = {"original": acc_original,
-                 "merged": accuracy(merged, heldout, config.batch_size, env.device),
-                 "functional": accuracy(tuned, heldout, config.batch_size, env.device)}
+        group = {"original": acc_original, "merged": acc(merged), "functional": acc(tuned)}
         where = f"seed{seed}/{layer}" if name == shared.primary else f"{name}@seed{seed}/{layer}"
         merged_stats, tuned_stats = heldout_stats(merged, layer), heldout_stats(tuned, layer)
         context = dataclasses.replace(env.context(layer, tuned, truths, model_name=name), heldout=heldout)
         records, accepted = [], []
         for (kind, _), (a, b), concepts in zip(chosen, pairs, classes):
             kept = group["functional"] / group["original"] if group["original"] > 0 else 1.0
+            shares = cached_part_shares(truths[a], merged, context.stats, env.fit, shared.rule.n_ref,
+                                        config.batch_size, env.device, env.cache)
             verdict = assess(truths[a], tuned_stats, context.stats, env.fit, shared.rule, config.batch_size,
-                             env.device, accuracy_kept=kept)
+                             env.device, accuracy_kept=kept, shares=shares)
             before = concept_measures(merged_stats, a, concepts)
             records.append({"track": kind, **({} if name == shared.primary else {"model": name}),
                             "model_seed": seed, "layer": layer, "channel": a, "source_channels": [a, b],
@@ -199,11 +203,12 @@ def _plant_model(env: Environment, config: RunConfig, shared: _Shared, name: str
 def _prefetch_trainings(env: Environment, config: RunConfig, shared: _Shared, plantings: list[tuple]) -> None:
     """With ``env.workers`` > 1 on the CPU: the plantings of the (model, seed)s run once in
     forked workers (:mod:`benchmark.core.forked`) so that their TRAININGS (the world CNN of
-    each model seed, the functional fine-tunings) land in the cache side by side. The workers
-    store nothing else (their captures and calibrations run on one thread and are dropped:
+    each model seed, the functional fine-tunings) and validity checks
+    (:mod:`benchmark.planting.checks`) land in the cache side by side. The workers store
+    nothing else (their captures and calibrations run on one thread and are dropped:
     :class:`TrainingsOnly`), and the planting above then runs as without workers, reading
-    the trainings. Trainings run on one thread anyway (:mod:`benchmark.core.threads`), so
-    the cache holds the same weights either way and no number depends on the worker count;
+    the trainings and checks. Both run on one thread anyway (:mod:`benchmark.core.threads`),
+    so the cache holds the same values either way and no number depends on the worker count;
     a worker that chose other pairs (a tie broken otherwise on one thread) only wastes work."""
     from benchmark.core.forked import run_groups
 
@@ -225,10 +230,11 @@ def _prefetch_trainings(env: Environment, config: RunConfig, shared: _Shared, pl
 
 
 class TrainingsOnly(Cache):
-    """The same cache folder, storing only the trainings (the fine-tunings): every other
-    entry a worker computes is dropped, so the parent computes and stores it itself."""
+    """The same cache folder, storing only the trainings (the fine-tunings) and the validity
+    checks: every other entry a worker computes is dropped, so the parent computes and stores
+    it itself."""
 
-    STORED = frozenset({"functional_planting"})
+    STORED = frozenset({"functional_planting", "planting_checks"})  # both computed on one thread
 
     def __init__(self, cache: Cache):
         super().__init__(cache.root)

@@ -1,6 +1,6 @@
 """The planted track's trainings in worker processes (benchmark.tracks.planted._prefetch_trainings):
-the workers store the fine-tunings and nothing else, and the planned track is the same with
-one process and with two."""
+the workers store the fine-tunings and validity checks and nothing else, and the planned track
+is the same with one process and with two."""
 from __future__ import annotations
 
 import json
@@ -50,7 +50,7 @@ def test_workers_store_only_the_finetunings_and_the_plan_is_the_same(tmp_path, m
     env, two_cache, two = _plans(tmp_path, "two", 2)
     prefetched = stored["after_prefetch"]
     assert prefetched.get("functional_planting") == 3  # the workers trained every model seed's planting
-    assert {k for k, n in prefetched.items() if n} == {"functional_planting"}  # and stored nothing else
+    assert {k for k, n in prefetched.items() if n} == {"functional_planting", "planting_checks"}  # nothing else
     assert stored["worker_misses"] >= 3  # the workers' cache counters reach the parent (3 fine-tunings at least)
     assert _summary(one) == _summary(two)
     assert _kinds(one_cache.root) == _kinds(two_cache.root)
@@ -68,5 +68,6 @@ def test_the_workers_cache_view_stores_trainings_and_drops_everything_else(tmp_p
     assert view.save("capture", {"a": 1}, tensors) is None  # dropped, also when saved directly
     assert view.get_or_compute("capture", {"a": 2}, lambda: tensors)["x"].tolist() == [0.0, 1.0, 2.0]
     view.save("functional_planting", {"a": 1}, tensors)
-    assert _kinds(cache.root) == {"functional_planting": 1}
+    view.save("planting_checks", {"a": 1}, tensors)
+    assert _kinds(cache.root) == {"functional_planting": 1, "planting_checks": 1}
     assert view.misses == 6 and cache.load("functional_planting", {"a": 1})["x"].tolist() == [0.0, 1.0, 2.0]
