@@ -62,12 +62,14 @@ class Environment:
         self.model: nn.Module = self.load_model(self.seeds.model)
         self.models: dict[str, nn.Module] = {config.model.name: self.model}
         self._extra_layers: dict[str, list[str]] = {}
+        self._extra_planted: dict[str, list[str]] = {}
         for entry in config.model.extra:
             name, layers = extra_model_entry(entry)
             if name in self.models:
                 raise ConfigError(f"model.extra: {name!r} is listed twice (or is model.name)")
             self.models[name] = self.load_model(self.seeds.model, name)
             self._extra_layers[name] = layers
+            self._extra_planted[name] = extra_planted_layers(entry) or layers
         self.calibrations: dict[str, dict[str, float]] = {}  # "<model>/<layer>" -> calibrated tau and its figures
         self.fit = self._load(dataset_factory, data.fit_split, data.fit_limit)
         self.heldout = self._load(dataset_factory, data.heldout_split, data.heldout_limit)
@@ -113,6 +115,10 @@ class Environment:
         own = [str(x) for x in self.config.model.layers] or [self.layer()]
         return [Subject(name, x) for x in own] + [Subject(m, x) for m, layers in self._extra_layers.items()
                                                    for x in layers]
+
+    def planted_layers(self, name: str) -> list[str]:
+        """The layers the planted tracks plant in for ``model.extra`` model ``name``."""
+        return list(self._extra_planted[name])
 
     def subject_context(self, subject: Subject) -> Context:
         return self.context(subject.layer, self.models[subject.model], model_name=subject.model)
@@ -171,15 +177,29 @@ class Environment:
 
 
 def extra_model_entry(entry) -> tuple[str, list[str]]:
-    """(name, layers) of one ``model.extra`` entry, checked."""
-    if not isinstance(entry, Mapping) or set(entry) - {"name", "layers"} or "name" not in entry:
-        raise ConfigError(f"model.extra entries are tables {{name = \"<model>\", layers = [\"<layer>\", ...]}}, "
-                          f"got {entry!r}")
+    """(name, layers) of one ``model.extra`` entry, checked (``planted_layers`` too:
+    :func:`extra_planted_layers`)."""
+    if not isinstance(entry, Mapping) or set(entry) - {"name", "layers", "planted_layers"} or "name" not in entry:
+        raise ConfigError(f"model.extra entries are tables {{name = \"<model>\", layers = [\"<layer>\", ...]}} "
+                          f"(optionally planted_layers = [...]), got {entry!r}")
     MODELS.get(str(entry["name"]))  # an unknown name lists the registered models
-    layers = entry.get("layers", ())
+    layers = _layer_list(entry, "layers")
+    extra_planted_layers(entry)
+    return str(entry["name"]), layers
+
+
+def extra_planted_layers(entry) -> list[str] | None:
+    """The layers the planted tracks plant in for one ``model.extra`` entry: its
+    ``planted_layers`` (as ``tracks.planted.layers`` for the run's own model), or None = its
+    ``layers``."""
+    return _layer_list(entry, "planted_layers") if "planted_layers" in entry else None
+
+
+def _layer_list(entry: Mapping, key: str) -> list[str]:
+    layers = entry.get(key, ())
     if isinstance(layers, str) or not layers or not all(isinstance(x, str) for x in layers):
-        raise ConfigError(f"model.extra {entry['name']!r}: layers must be a non-empty list of layer names, got {layers!r}")
-    return str(entry["name"]), [str(x) for x in layers]
+        raise ConfigError(f"model.extra {entry['name']!r}: {key} must be a non-empty list of layer names, got {layers!r}")
+    return [str(x) for x in layers]
 
 
 def _spread(total: int, count: int) -> list[int]:
