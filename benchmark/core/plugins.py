@@ -177,9 +177,15 @@ class Embedder:
     """
 
     datasets: ClassVar[tuple[str, ...] | None] = None
+    prepares_weights: ClassVar[bool] = False  # True: prepare() trains or loads weights worth doing ahead of time
 
     def embed(self, images_unit_nchw: "Tensor") -> "Tensor":
         raise NotImplementedError(f"{type(self).__name__} must implement embed(images)")
+
+    def prepare(self) -> None:
+        """Train or load the weights ``embed`` will use, so that a later call finds them
+        ready (a run calls it ahead of the units: :mod:`benchmark.run.warmup`). Nothing by
+        default."""
 
     def check_weights(self) -> None:
         """Nothing to check by default (weights that ship with the package)."""

@@ -35,7 +35,7 @@ from benchmark.core.threads import single_threaded
 from benchmark.core.types import NotApplicable, Split, Target
 from benchmark.engine.environment import Environment
 from benchmark.engine.memo import memoized
-from benchmark.run import unit_store
+from benchmark.run import unit_store, warmup
 from benchmark.run.folder import RunDirectoryError, RunFolder, plugin_code_fingerprint  # noqa: F401 (RunDirectoryError: re-exported)
 from benchmark.run.plugin_set import Plugin, resolve
 from benchmark.run.preflight import check_environment, check_plugins
@@ -108,6 +108,13 @@ class Runner:
 
     def _execute(self) -> None:
         start = self._start = time.perf_counter()
+        warm = warmup.start(self.metrics, self.workers, self.config.device)  # the judge trains beside the set-up
+        try:
+            self._execute_with(warm, start)
+        finally:
+            warm.stop()
+
+    def _execute_with(self, warm: warmup.Warmup, start: float) -> None:
         env = Environment(self.config, self.cache, self.progress, workers=self.workers)
         self.timings["setup_s"] = time.perf_counter() - start
         plans = []
@@ -123,6 +130,7 @@ class Runner:
                  for target in (plan.targets if plan.kind == "split" else (None,)) for method in self.methods]
         t0 = time.perf_counter()
         self.keys = [self._key(plan, method, target) for plan, method, target in units]
+        warm.join()
         prepare_units(units, self._unit_done, self.timer)
         self._run_units(units)
         self.timings["units_s"] = time.perf_counter() - t0

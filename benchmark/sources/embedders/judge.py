@@ -62,6 +62,12 @@ class JudgeEmbedder(Embedder):
         src = self.weights if self.weights is not None else f"seed{self.seed}-world{self.world_seed}"
         return f"judge({src}{',' + '+'.join(self.factors) if self.factors else ''})"
 
+    prepares_weights: ClassVar[bool] = True  # the judge is trained on first use (then cached)
+
+    def prepare(self) -> None:
+        """Load the judge, training and caching it if no cache entry holds it yet."""
+        _judge_model(self.weights, self.seed, self.world_seed)
+
     @torch.no_grad()
     def embed(self, images_nchw: Tensor) -> Tensor:
         """(N, 3, H, W) RGB images in [0, 1] -> (N, 128) float embeddings on the CPU."""
