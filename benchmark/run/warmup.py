@@ -51,15 +51,25 @@ def embedder_specs(metrics: Iterable) -> list[tuple[str, tuple[tuple[str, Any], 
 
 
 def _prepare(specs: list[tuple[str, tuple[tuple[str, Any], ...]]]) -> None:
+    """The forked process: one torch thread (GNU OpenMP's thread team does not survive a
+    fork: a parallel op in the child of a parent that used it waits forever), no progress
+    bars, and ``os._exit`` (none of the parent's exit handlers: run lock, caches)."""
+    import os
+
+    import torch
+
     from benchmark.core.progress import progress_bars
     from benchmark.core.registry import EMBEDDERS
 
-    with progress_bars(False):  # the parent's bars own the terminal
-        for name, args in specs:
-            try:
+    torch.set_num_threads(1)
+    try:
+        with progress_bars(False):  # the parent's bars own the terminal
+            for name, args in specs:
                 EMBEDDERS.get(name)(**dict(args)).prepare()
-            except Exception:  # noqa: BLE001  # the units prepare it again and raise there, with the traceback
-                return
+    except Exception:  # noqa: BLE001  # the units prepare it again and raise there, with the traceback
+        pass
+    finally:
+        os._exit(0)
 
 
 def start(metrics: Iterable, workers: int, device: str) -> Warmup:

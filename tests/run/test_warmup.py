@@ -26,6 +26,9 @@ class _Marker(Embedder):
             raise RuntimeError("a broken embedder")
         if self.mode == "sleep":
             time.sleep(60)
+        import torch
+
+        torch.randn(256, 256, 64).sum(dim=(0, 1))  # a parallel op: it hangs in a fork that kept OpenMP's team
         with open(self.path, "a") as f:
             f.write(f"{os.getpid()}\n")
 
@@ -36,10 +39,16 @@ def _metrics(*args_list):
 
 
 def test_the_warmup_prepares_each_declared_embedder_once_in_another_process(tmp_path):
+    import torch
+
     marker = tmp_path / "prepared"
     args = {"path": str(marker)}
+    torch.set_num_threads(2)
+    torch.randn(256, 256, 64).sum(dim=(0, 1))  # the parent's OpenMP thread team exists before the fork
     warm = warmup.start(_metrics(args, args), workers=2, device="cpu")  # declared twice, prepared once
     assert warm.process is not None
+    warm.process.join(60)
+    assert not warm.process.is_alive(), "the warm-up hangs (a parallel torch op after the fork)"
     warm.join()
     pids = marker.read_text().split()
     assert len(pids) == 1 and int(pids[0]) != os.getpid()
