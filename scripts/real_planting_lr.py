@@ -23,15 +23,18 @@ import dataclasses
 import time
 
 from benchmark.core.config import load_config
+from benchmark.engine.capture import CaptureSpec, capture
 from benchmark.engine.environment import Environment
 from benchmark.planting.functional import FunctionalSchedule, finetune_downstream
 from benchmark.planting.merge import accuracy, choose_planting_pairs, class_selectivity, mean_responses, plant
+from benchmark.planting.validity import concept_measures
 from benchmark.sources.datasets import Subset
 from benchmark.storage.cache import Cache
 from benchmark.tracks.plan import wordnet_unrelated
 
 
-def learning_rates(env: Environment, layer: str, lrs: list[float]) -> None:
+def learning_rates(env: Environment, layer: str, lrs: list[float], dropout: float | None = None,
+                   steps: int | None = None) -> None:
     config = env.config
     cfg, name = config.tracks.planted, config.model.name
     base = env.models[name]
@@ -48,13 +51,22 @@ def learning_rates(env: Environment, layer: str, lrs: list[float]) -> None:
     print(f"{name} {layer}: {len(pairs)} candidates {pairs}; fine-tuned on {len(train)} fit images, "
           f"accuracy on the other {len(held)} (every 4th fit image of each category)")
     print(f"  original {accuracy(base, held, config.batch_size):.3f}, merged {accuracy(merged, held, config.batch_size):.3f}")
-    schedule = FunctionalSchedule(cfg.functional_steps, cfg.functional_batch_size, cfg.functional_lr,
-                                  cfg.functional_dropout, env.seeds.model)
+    schedule = FunctionalSchedule(steps or cfg.functional_steps, cfg.functional_batch_size, cfg.functional_lr,
+                                  cfg.functional_dropout if dropout is None else dropout, env.seeds.model)
+    tau = env.tau(base, layer, name)
+
+    def used(model) -> list[float]:  # per candidate: the smaller relevance-filter share of its two concepts
+        stats = capture(model, held, CaptureSpec(layer, tau=tau, top_k=10, batch_size=config.batch_size), progress=False)
+        shares = [concept_measures(stats, a, c) for (a, _), c in zip(pairs, classes)]
+        return [round(min(m["relevance_c0"], m["relevance_c1"]), 2) for m in shares]
+
+    print(f"  schedule {schedule}; relevance share per candidate (the smaller of its two concepts, "
+          f"held-back photos, tau {tau:.4f}): merged {used(merged)}")
     for lr in lrs:
         start = time.perf_counter()
         tuned = finetune_downstream(copy.deepcopy(merged), layer, [a for a, _ in pairs], train,
                                     dataclasses.replace(schedule, lr=lr))
-        print(f"  lr {lr:g}: {accuracy(tuned, held, config.batch_size):.3f} "
+        print(f"  lr {lr:g}: {accuracy(tuned, held, config.batch_size):.3f}, relevance shares {used(tuned)} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
@@ -74,11 +86,15 @@ def main() -> None:
     parser.add_argument("--layer", default="_blocks.10._project_conv")
     parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-3, 3e-4, 1e-4])
     parser.add_argument("--candidates", type=int, default=6, help="planted pairs (the config's num_channels if 0)")
+    parser.add_argument("--dropout", type=float, help="dropout of the layer's other channels (default: the config's)")
+    parser.add_argument("--steps", type=int, help="fine-tuning steps (default: the config's)")
+    parser.add_argument("--no-carriers", action="store_true", help="skip part 2")
     args = parser.parse_args()
     overrides = {"tracks.planted.num_channels": args.candidates} if args.candidates else {}
     env = Environment(load_config("real", overrides), Cache(), progress=False)
-    learning_rates(env, args.layer, args.lrs)
-    carriers(env)
+    learning_rates(env, args.layer, args.lrs, args.dropout, args.steps)
+    if not args.no_carriers:
+        carriers(env)
 
 
 if __name__ == "__main__":
